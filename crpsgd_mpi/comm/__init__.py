@@ -1,0 +1,26 @@
+"""Communication backends: how the N workers' vectors are combined (MPI ranks or in one process)."""
+
+from .base import Backend
+from .local import LocalBackend
+
+__all__ = ["Backend", "LocalBackend", "make_backend", "launched_by_mpi"]
+
+_MPI_ENV = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK", "MPI_LOCALNRANKS", "HYDRA_CONTROL_FD")
+
+
+def launched_by_mpi() -> bool:
+    """True when an MPI launcher (mpiexec/mpirun/srun) started this process."""
+    import os
+
+    return any(k in os.environ for k in _MPI_ENV)
+
+
+def make_backend(kind: str, workers: int | None, reduction: str) -> Backend:
+    """'mpi', 'local' or 'auto' (mpi when launched by mpiexec, else local with `workers` or 10)."""
+    if kind == "auto":
+        kind = "mpi" if launched_by_mpi() else "local"
+    if kind == "mpi":
+        from .mpi import MPIBackend
+
+        return MPIBackend(reduction=reduction, expected_workers=workers)
+    return LocalBackend(workers if workers is not None else 10)

@@ -1,0 +1,45 @@
+"""The contract every communication backend fulfils."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import NoReturn
+
+import numpy as np
+
+
+class Backend(ABC):
+    """Combines the rows of the N workers; knows nothing of algorithms, counts nothing.
+
+    A process simulates the workers `local_workers` (one MPI rank: one worker; the in-process
+    backend: all N). Vectors travel as (k, m) arrays, one row per local worker, k = len(local_workers).
+    Every result is identical on every process.
+    """
+
+    name: str
+    n_workers: int
+    local_workers: range
+    is_root: bool
+
+    @abstractmethod
+    def mean(self, rows: np.ndarray) -> np.ndarray:
+        """Mean over all N workers of their rows (k, m) -> (m,): one communication round."""
+
+    @abstractmethod
+    def sum(self, rows: np.ndarray) -> np.ndarray:
+        """Sum over all N workers in worker order (k, m) -> (m,); used for evaluation traffic."""
+
+    @abstractmethod
+    def agree(self, error: str | None) -> list[tuple[int, str]]:
+        """Collective: every process learns which processes hit a set-up error, and which."""
+
+    def report_failure(self, message: str, status: str, exit_code: int) -> None:
+        """A non-root process failed: tell the root so the whole job ends; may not return."""
+
+    def abort(self, exit_code: int) -> NoReturn:
+        """End every process of the job now."""
+        raise SystemExit(exit_code)
+
+    def describe(self) -> dict[str, str]:
+        """Versions and names for the trace."""
+        return {"backend": self.name}

@@ -1,0 +1,223 @@
+"""The run configuration: one typed, validated, serialisable object (TOML in, JSON/TOML out)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import InputError
+
+ALGORITHMS = ("cr-psgd", "catalyst", "psgd", "local-sgd")
+REGULARIZERS = ("l2", "nonconvex", "none")
+BACKENDS = ("auto", "mpi", "local")
+REDUCTIONS = ("ordered", "allreduce")
+STORAGES = ("auto", "dense", "sparse")
+NAMED_PERIODS = ("stich", "prsgd")
+NAMED_DATASETS = ("synthetic", "fashion-mnist")
+DEFAULT_FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs; `None` for gamma/theta/workers means "derive it" (see `resolve`)."""
+
+    algorithm: str = field(default="cr-psgd", metadata={"help": "algorithm to run: " + ", ".join(ALGORITHMS)})
+    T: int = field(default=10_000, metadata={"help": "per-worker SFO budget"})
+    B1: int = field(default=1, metadata={"help": "first batch size of CR-PSGD (also the inner one of catalyst)"})
+    rho: float = field(default=1.1, metadata={"help": "batch growth factor of CR-PSGD, > 1"})
+    gamma: float | None = field(default=None, metadata={"help": "step size (default: theory-derived from L)"})
+    theta: float | None = field(default=None, metadata={"help": "catalyst proximal weight (default 2L)"})
+    batch_size: int = field(default=1, metadata={"help": "psgd: fixed per-worker batch size"})
+    period: int | str = field(
+        default="stich",
+        metadata={"help": "local-sgd: local steps between averages: an integer, 'stich' = floor(sqrt(T/N)) "
+                  "or 'prsgd' = max(1, floor(T^(1/4) / N^(3/4)))"},
+    )
+    local_batch: int = field(default=1, metadata={"help": "local-sgd: batch size of each local step"})
+    dataset: str = field(
+        default="synthetic",
+        metadata={"help": "'synthetic', 'fashion-mnist', or a path to a LIBSVM/svmlight or HDF5 (/X, /y) file"},
+    )
+    fmnist_dir: str = field(default=DEFAULT_FMNIST_DIR, metadata={"help": "folder of the Fashion-MNIST IDX files"})
+    storage: str = field(default="auto", metadata={"help": "feature storage: auto (sparse LIBSVM stays CSR), dense, sparse"})
+    intercept: bool = field(default=True, metadata={"help": "append a constant-1 feature"})
+    regularizer: str = field(default="l2", metadata={"help": "l2, nonconvex (lam * sum x^2/(1+x^2)) or none"})
+    lam: float = field(default=1e-3, metadata={"help": "regularisation weight lambda"})
+    samples: int = field(default=20_000, metadata={"help": "synthetic: number of rows"})
+    features: int = field(default=50, metadata={"help": "synthetic: number of features"})
+    condition: float = field(default=100.0, metadata={"help": "synthetic: ratio of largest to smallest feature variance"})
+    label_noise: float = field(default=0.05, metadata={"help": "synthetic: probability of a flipped label"})
+    data_seed: int = field(default=0, metadata={"help": "synthetic: seed of the generator (the data never depends on N)"})
+    seed: int = field(default=0, metadata={"help": "seed root: shard shuffle and per-worker sampling streams"})
+    out: str | None = field(default=None, metadata={"help": "trace path (default: a new file under runs/)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing --out"})
+    eval_points: int = field(default=40, metadata={"help": "full-objective evaluations, spaced geometrically in SFO"})
+    backend: str = field(default="auto", metadata={"help": "mpi, local, or auto (mpi when started by mpiexec)"})
+    workers: int | None = field(default=None, metadata={"help": "local backend: number of virtual workers (default 10)"})
+    reduction: str = field(
+        default="ordered",
+        metadata={"help": "ordered: Allgather + fixed-order sum (bit-identical across backends); "
+                  "allreduce: in-place Allreduce(SUM)"},
+    )
+    quiet: bool = field(default=False, metadata={"help": "print nothing but errors"})
+    fault: str | None = field(
+        default=None,
+        metadata={"help": "inject a failure: 'W:R' raises an exception on worker W after round R (tests the no-hang path)"},
+    )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], source: str = "") -> "Config":
+        """Build and validate from a mapping (TOML table or CLI overrides); keys may use '-' or '_'."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for raw_key, value in values.items():
+            key = raw_key.replace("-", "_")
+            if key not in known:
+                raise InputError(raw_key, value, f"unknown setting{' in ' + source if source else ''}")
+            kwargs[key] = _coerce(key, value, known[key].type)
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "Config":
+        """Read a TOML file; `overrides` (e.g. from the command line) win over the file."""
+        p = Path(path)
+        try:
+            with p.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise InputError("config", str(path), "no such file") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InputError("config", str(path), f"cannot read TOML: {exc}") from None
+        merged = {k.replace("-", "_"): v for k, v in data.items()}
+        merged.update({k.replace("-", "_"): v for k, v in (overrides or {}).items()})
+        return cls.from_mapping(merged, source=str(path))
+
+    def validate(self) -> None:
+        """Raise InputError naming the first invalid field."""
+        _choice("algorithm", self.algorithm, ALGORITHMS)
+        _choice("regularizer", self.regularizer, REGULARIZERS)
+        _choice("backend", self.backend, BACKENDS)
+        _choice("reduction", self.reduction, REDUCTIONS)
+        _choice("storage", self.storage, STORAGES)
+        _at_least("T", self.T, 1)
+        _at_least("B1", self.B1, 1)
+        if self.algorithm == "cr-psgd" and self.T < self.B1:
+            raise InputError("T", self.T, f"must be >= B1 ({self.B1}), or no round fits the budget")
+        if not (math.isfinite(self.rho) and self.rho > 1):
+            raise InputError("rho", self.rho, "must be a finite number > 1")
+        for name in ("gamma", "theta"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InputError(name, value, "must be a finite number > 0")
+        _at_least("batch_size", self.batch_size, 1)
+        if self.algorithm == "psgd" and self.batch_size > self.T:
+            raise InputError("batch_size", self.batch_size, f"must be <= T ({self.T}), or no round fits the budget")
+        if isinstance(self.period, str):
+            _choice("period", self.period, NAMED_PERIODS)
+        else:
+            _at_least("period", self.period, 1)
+        _at_least("local_batch", self.local_batch, 1)
+        if not math.isfinite(self.lam) or self.lam < 0:
+            raise InputError("lam", self.lam, "must be a finite number >= 0")
+        if self.regularizer != "none" and self.lam == 0:
+            raise InputError("lam", self.lam, f"must be > 0 with regularizer {self.regularizer!r} (or use 'none')")
+        if not self.dataset:
+            raise InputError("dataset", self.dataset, "must be 'synthetic', 'fashion-mnist' or a file path")
+        _at_least("samples", self.samples, 1)
+        _at_least("features", self.features, 1)
+        if not (math.isfinite(self.condition) and self.condition >= 1):
+            raise InputError("condition", self.condition, "must be a finite number >= 1")
+        if not (0 <= self.label_noise < 0.5):
+            raise InputError("label_noise", self.label_noise, "must be in [0, 0.5)")
+        _at_least("data_seed", self.data_seed, 0)
+        _at_least("seed", self.seed, 0)
+        _at_least("eval_points", self.eval_points, 2)
+        if self.workers is not None:
+            _at_least("workers", self.workers, 1)
+        if self.fault is not None:
+            self.fault_point()
+
+    def fault_point(self) -> tuple[int, int] | None:
+        """(worker, round) of the injected failure, if any."""
+        if self.fault is None:
+            return None
+        parts = self.fault.split(":")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise InputError("fault", self.fault, "must be 'WORKER:ROUND' with two non-negative integers")
+        return int(parts[0]), int(parts[1])
+
+    def with_updates(self, **changes: Any) -> "Config":
+        """A validated copy with some fields changed."""
+        cfg = dataclasses.replace(self, **changes)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (None kept)."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """JSON of every field, keys sorted."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_toml(self) -> str:
+        """TOML text that `from_toml` reads back to an equal Config (None fields omitted)."""
+        import tomli_w
+
+        return tomli_w.dumps({k: v for k, v in self.to_dict().items() if v is not None})
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check a raw value against a field's annotation (string form, from __future__ annotations)."""
+    ann = str(annotation)
+    if value is None:
+        if "None" in ann:
+            return None
+        raise InputError(key, value, "must be given")
+    if key == "period":
+        if isinstance(value, bool):
+            raise InputError(key, value, "must be an integer >= 1, 'stich' or 'prsgd'")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text.isdigit():
+                return int(text)
+            return text
+        raise InputError(key, value, "must be an integer >= 1, 'stich' or 'prsgd'")
+    if ann.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+        raise InputError(key, value, "must be true or false")
+    if ann.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise InputError(key, value, "must be an integer")
+        return value
+    if ann.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(key, value, "must be a number")
+        return float(value)
+    if ann.startswith("str"):
+        if not isinstance(value, str):
+            raise InputError(key, value, "must be a string")
+        return value
+    return value
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise InputError(name, value, "must be one of " + ", ".join(allowed))
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InputError(name, value, f"must be an integer >= {low}")

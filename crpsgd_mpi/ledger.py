@@ -1,0 +1,74 @@
+"""Exact accounting: SFO per worker, communication rounds and bytes, one row per round; evaluation plan."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+ROUND_COLUMNS = ("round", "sfo", "batch_size", "stage", "bytes", "wall_time")
+EVAL_COLUMNS = ("round", "sfo", "loss", "grad_norm_sq", "suboptimality")
+
+
+class Ledger:
+    """Counts what the paper counts. Rows of finished rounds wait in `pending` until taken."""
+
+    def __init__(self) -> None:
+        self.sfo = 0
+        self.rounds = 0
+        self.bytes = 0
+        self.stage = 0
+        self.batch = 0
+        self.start = time.perf_counter()
+        self._pending: list[tuple[int, int, int, int, int, float]] = []
+
+    def add_sfo(self, per_worker: int, batch: int) -> None:
+        """Each worker used `per_worker` stochastic gradients, in batches of `batch`."""
+        self.sfo += per_worker
+        self.batch = batch
+
+    def add_round(self, nbytes: int) -> None:
+        """One communication round that moved `nbytes` of payload per rank."""
+        self.rounds += 1
+        self.bytes += nbytes
+        self._pending.append((self.rounds, self.sfo, self.batch, self.stage, nbytes, self.elapsed()))
+
+    def restart_clock(self) -> None:
+        """Start the wall clock now (after set-up)."""
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since the ledger was opened."""
+        return time.perf_counter() - self.start
+
+    @property
+    def n_pending(self) -> int:
+        """Rows not yet taken."""
+        return len(self._pending)
+
+    def take_rows(self) -> dict[str, np.ndarray]:
+        """The pending round rows as columns; clears them."""
+        rows = self._pending
+        self._pending = []
+        if not rows:
+            return {c: np.empty(0, dtype=np.float64 if c == "wall_time" else np.int64) for c in ROUND_COLUMNS}
+        cols = list(zip(*rows))
+        out = {c: np.asarray(v, dtype=np.int64) for c, v in zip(ROUND_COLUMNS[:-1], cols[:-1])}
+        out["wall_time"] = np.asarray(cols[-1], dtype=np.float64)
+        return out
+
+
+class EvalPlan:
+    """When to evaluate the full objective: after the first round whose cumulative SFO per worker
+    reaches each of `points` targets spaced geometrically in [1, T], plus at the start and the end."""
+
+    def __init__(self, T: int, points: int) -> None:
+        self.targets = np.unique(np.ceil(np.geomspace(1.0, float(T), points)).astype(np.int64))
+        self._next = 0
+
+    def due(self, sfo: int) -> bool:
+        """True (once) when `sfo` has reached the next target; skips every target reached."""
+        if self._next >= self.targets.size or sfo < self.targets[self._next]:
+            return False
+        self._next = int(np.searchsorted(self.targets, sfo, side="right"))
+        return True

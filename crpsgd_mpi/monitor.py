@@ -1,0 +1,81 @@
+"""Watches the run after every round: evaluations at planned points, divergence, buffered trace writes."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from .errors import Diverged
+from .ledger import EvalPlan, Ledger
+from .signals import deferred_signals
+from .trace import TraceWriter
+from .workers import Workers
+
+
+class Monitor:
+    """Called by Workers.end_round on every process (decisions depend only on counts, so every
+    process takes the same ones); only the process holding a TraceWriter writes."""
+
+    def __init__(self, workers: Workers, ledger: Ledger, plan: EvalPlan, writer: TraceWriter | None,
+                 f_star: float | None, eval_stage_ends: bool, fault: tuple[int, int] | None = None,
+                 flush_rows: int = 4096, flush_seconds: float = 2.0) -> None:
+        self.workers, self.ledger, self.plan, self.writer = workers, ledger, plan, writer
+        self.f_star = f_star
+        self.eval_stage_ends = eval_stage_ends
+        self.fault = fault if fault is not None and fault[0] in workers.backend.local_workers else None
+        self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
+        self._last_flush = time.monotonic()
+        self._last_eval_round = -1
+        self.evals: list[tuple[int, int, float, float, float]] = []
+        self._pending_evals: list[tuple[int, int, float, float, float]] = []
+
+    def __call__(self, x: np.ndarray, stage_end: bool) -> None:
+        if self.fault is not None and self.ledger.rounds == self.fault[1]:
+            raise RuntimeError(f"fault injected on worker {self.fault[0]} after round {self.fault[1]}")
+        if not np.isfinite(x).all():
+            raise Diverged(f"iterate not finite after round {self.ledger.rounds}")
+        if stage_end:
+            if self.eval_stage_ends:
+                self.evaluate(x)
+        elif self.plan.due(self.ledger.sfo):
+            self.evaluate(x)
+        if self.ledger.n_pending >= self.flush_rows or (
+                self.writer is not None and time.monotonic() - self._last_flush > self.flush_seconds):
+            self.flush()
+
+    def evaluate(self, x: np.ndarray) -> tuple[float, float]:
+        """Evaluate f and ||grad f||^2 at x (once per round), record and write it."""
+        if self._last_eval_round == self.ledger.rounds:
+            row = self.evals[-1]
+            return row[2], row[3]
+        loss, grad = self.workers.objective(x)
+        gn = float(grad @ grad)
+        sub = loss - self.f_star if self.f_star is not None else math.nan
+        row = (self.ledger.rounds, self.ledger.sfo, loss, gn, sub)
+        self.evals.append(row)
+        self._pending_evals.append(row)
+        self._last_eval_round = self.ledger.rounds
+        if not math.isfinite(loss):
+            raise Diverged(f"objective not finite after round {self.ledger.rounds}")
+        self.flush()
+        return loss, gn
+
+    def flush(self) -> None:
+        """Write pending round rows, then pending evaluations (rounds first: an eval row never
+        refers to a round missing from the file)."""
+        rows = self.ledger.take_rows()
+        evals, self._pending_evals = self._pending_evals, []
+        if self.writer is None:
+            return
+        with deferred_signals():
+            self.writer.append("rounds", rows)
+            if evals:
+                cols = list(zip(*evals))
+                self.writer.append("evals", {
+                    "round": np.asarray(cols[0], dtype=np.int64), "sfo": np.asarray(cols[1], dtype=np.int64),
+                    "loss": np.asarray(cols[2]), "grad_norm_sq": np.asarray(cols[3]),
+                    "suboptimality": np.asarray(cols[4]),
+                })
+        self._last_flush = time.monotonic()

@@ -1,0 +1,35 @@
+"""Shared fixtures: run the CLI in-process, launch MPI jobs under a time limit."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from crpsgd_mpi.launch import Finished, run_job
+from crpsgd_mpi.run import main
+
+REPO = Path(__file__).resolve().parents[1]
+HEART = REPO / "data" / "heart_scale"
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRPSGD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def run_cli(*args: str) -> int:
+    """The simulator in this process; returns its exit status."""
+    return main([*args, "--quiet"])
+
+
+def mpi_run(n: int, args: list[str], timeout: float = 120.0, **kw: object) -> Finished:
+    """`mpiexec -n n python -m crpsgd_mpi.run args` in its own process group, killed on timeout;
+    the ranks' output is shown by pytest when the calling test fails."""
+    result = run_job(n, [sys.executable, "-m", "crpsgd_mpi.run", *args], timeout=timeout, **kw)
+    print(f"--- exit {result.returncode}, timed out: {result.timed_out}")
+    print("--- stdout\n" + result.stdout)
+    print("--- stderr\n" + result.stderr)
+    return result
