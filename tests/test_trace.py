@@ -1,0 +1,58 @@
+"""The HDF5 trace schema (version 1): every dataset and attribute, with the right length and type."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from conftest import run_cli
+from crpsgd_mpi.ledger import EVAL_COLUMNS, ROUND_COLUMNS
+
+
+def test_schema(tmp_path: Path) -> None:
+    out = tmp_path / "t.h5"
+    assert run_cli("--backend", "local", "--workers", "3", "--T", "2000", "--samples", "3000",
+                   "--out", str(out)) == 0
+    with h5py.File(out, "r") as f:
+        a = f.attrs
+        assert a["schema_version"] == 1 and a["status"] == "complete" and a["algorithm"] == "cr-psgd"
+        assert a["N"] == 3 and a["T"] == 2000 and a["seed"] == 0 and np.isfinite(a["f_star"])
+        cfg, versions = json.loads(a["config"]), json.loads(a["versions"])
+        assert cfg["gamma"] > 0 and cfg["L"] > 0 and cfg["workers"] == 3
+        assert {"crpsgd_mpi", "numpy", "h5py", "backend"} <= set(versions)
+        assert isinstance(a["created"], str)
+        R = f["rounds/round"].shape[0]
+        assert R > 0
+        for c in ROUND_COLUMNS:
+            ds = f["rounds"][c]
+            assert ds.shape == (R,) and ds.dtype.kind == ("f" if c == "wall_time" else "i")
+        E = f["evals/round"].shape[0]
+        for c in EVAL_COLUMNS:
+            ds = f["evals"][c]
+            assert ds.shape == (E,) and ds.dtype.kind == ("i" if c in ("round", "sfo") else "f")
+        assert f["evals/round"][0] == 0 and f["evals/round"][-1] == R  # start and end evaluated
+        assert np.all(np.diff(f["evals/sfo"][()]) > 0)
+        assert np.all(np.diff(f["rounds/wall_time"][()]) >= 0)
+        sub = f["evals/suboptimality"][()]
+        np.testing.assert_allclose(sub, f["evals/loss"][()] - a["f_star"])
+        assert f["final/x"].shape == (cfg["n_features"],)
+        assert a["sfo_per_worker"] == f["rounds/sfo"][-1]
+
+
+def test_no_f_star_for_nonconvex(tmp_path: Path) -> None:
+    out = tmp_path / "t.h5"
+    assert run_cli("--backend", "local", "--workers", "2", "--T", "300", "--regularizer", "nonconvex",
+                   "--out", str(out)) == 0
+    with h5py.File(out, "r") as f:
+        assert "f_star" not in f.attrs and np.isnan(f["evals/suboptimality"][()]).all()
+
+
+def test_divergence_is_recorded(tmp_path: Path) -> None:
+    out = tmp_path / "t.h5"
+    assert run_cli("--backend", "local", "--workers", "2", "--algorithm", "psgd", "--T", "5000",
+                   "--gamma", "1e6", "--regularizer", "l2", "--out", str(out)) == 3
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "diverged" and f["rounds/round"].shape[0] >= 1
