@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+
+import tomllib
 
 from .errors import InputError
 
@@ -71,7 +73,7 @@ class Config:
     )
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], source: str = "") -> "Config":
+    def from_mapping(cls, values: Mapping[str, Any], source: str = "") -> Config:
         """Build and validate from a mapping (TOML table or CLI overrides); keys may use '-' or '_'."""
         known = {f.name: f for f in fields(cls)}
         kwargs: dict[str, Any] = {}
@@ -85,7 +87,7 @@ class Config:
         return cfg
 
     @classmethod
-    def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "Config":
+    def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
         """Read a TOML file; `overrides` (e.g. from the command line) win over the file."""
         p = Path(path)
         try:
@@ -153,7 +155,7 @@ class Config:
             raise InputError("fault", self.fault, "must be 'WORKER:ROUND' with two non-negative integers")
         return int(parts[0]), int(parts[1])
 
-    def with_updates(self, **changes: Any) -> "Config":
+    def with_updates(self, **changes: Any) -> Config:
         """A validated copy with some fields changed."""
         cfg = dataclasses.replace(self, **changes)
         cfg.validate()

@@ -16,9 +16,9 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 ONE_MACHINE_ENV = {
     "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",

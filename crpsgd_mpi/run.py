@@ -12,10 +12,11 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from dataclasses import fields  # noqa: E402
 from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, NoReturn, Sequence  # noqa: E402
+from typing import Any, NoReturn
 
 import numpy as np  # noqa: E402
 
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(Config):
         flag = "--" + f.name.replace("_", "-")
         ann = str(f.type)
-        helptext = f"{f.metadata.get('help', '')} (default: {f.default})"
+        helptext = f.metadata.get("help", "") + ("" if f.default is None else f" (default: {f.default})")
         if ann == "bool":
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=helptext)
         elif ann.startswith("int |") and f.name == "period":

@@ -34,7 +34,9 @@ class Backend(ABC):
         """Collective: every process learns which processes hit a set-up error, and which."""
 
     def report_failure(self, message: str, status: str, exit_code: int) -> None:
-        """A non-root process failed: tell the root so the whole job ends; may not return."""
+        """A non-root process failed: tell the root so the whole job ends; may not return.
+        One process holds every worker in the local backend, so there is nobody to tell."""
+        return None
 
     def abort(self, exit_code: int) -> NoReturn:
         """End every process of the job now."""

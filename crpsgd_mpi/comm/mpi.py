@@ -48,7 +48,7 @@ class MPIBackend(Backend):
             raise InputError("workers", expected_workers, f"differs from the number of MPI ranks ({self.n_workers})")
 
     # -- collectives -------------------------------------------------------------------------
-    def _wait(self, req: "object") -> None:
+    def _wait(self, req: object) -> None:
         if req.Test():
             return
         start = time.perf_counter()
