@@ -143,7 +143,7 @@ def staircase_figure(name: str, series: dict[str, Trace], out: Path, stages: int
 def speedup_figure(name: str, fam: Any, groups: dict[str, list[Trace]], out: Path) -> tuple[list[Path], float]:
     """Final suboptimality vs N (log-log), median and IQR over seeds, fitted slope and the -1 theory line."""
     Ns, med, q1, q3 = [], [], [], []
-    for label, traces in groups.items():
+    for traces in groups.values():
         vals = [tr.evals["suboptimality"][-1] for tr in traces]
         Ns.append(int(traces[0].attrs["N"]))
         med.append(np.median(vals))
@@ -175,10 +175,8 @@ def table_rows(fam: Any, groups: dict[str, list[Trace]], spsfo: float) -> list[l
         final = np.median([e[metric][-1] for e in ev])
         rounds = np.median([len(tr.rounds["round"]) for tr in traces])
         sfo = np.median([tr.rounds["sfo"][-1] for tr in traces])
-        eps = fam.epsilon
-
-        def to_eps(xs: list[np.ndarray]) -> str:
-            vals = [first_crossing(x, e[metric], eps) for x, e in zip(xs, ev)]
+        def to_eps(xs: list[np.ndarray], ev: list[dict[str, np.ndarray]] = ev) -> str:
+            vals = [first_crossing(x, e[metric], fam.epsilon) for x, e in zip(xs, ev)]
             reached = [v for v in vals if not math.isnan(v)]
             if len(reached) * 2 <= len(vals):
                 return "not reached"
