@@ -13,6 +13,7 @@ help:
 	@echo "make test     the whole test suite (unit + multi-rank under mpiexec)"
 	@echo "make install  virtual environment in $(VENV) with the package, Open MPI wheel, test tools"
 	@echo "make figures  run every experiment family without a complete trace, then draw figures/ and the table"
+	@echo "make bench    performance ratios (kernel vs DRAM read, simulator vs raw mpi4py loop, local vs MPI)"
 	@echo "make lint     ruff"
 
 $(STAMP): setup.cfg setup.py
@@ -45,8 +46,12 @@ experiments: $(STAMP) data
 figures: experiments
 	MPLBACKEND=Agg $(BIN)/python -m crpsgd_mpi.figures --results results --experiments experiments --out figures
 
+# Benchmarks are not tests: ratios measured in one run, printed and written to bench.json.
+bench: $(STAMP)
+	$(BIN)/python -m crpsgd_mpi.bench --json bench.json
+
 lint: $(STAMP)
-	$(BIN)/ruff check crpsgd_mpi tests experiments
+	$(BIN)/ruff check crpsgd_mpi tests experiments benchmarks
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

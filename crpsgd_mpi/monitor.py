@@ -28,6 +28,7 @@ class Monitor:
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         self._last_flush = time.monotonic()
         self._last_eval_round = -1
+        self.eval_time = 0.0
         self.evals: list[tuple[int, int, float, float, float]] = []
         self._pending_evals: list[tuple[int, int, float, float, float]] = []
 
@@ -50,7 +51,9 @@ class Monitor:
         if self._last_eval_round == self.ledger.rounds:
             row = self.evals[-1]
             return row[2], row[3]
+        t0 = time.perf_counter()
         loss, grad = self.workers.objective(x)
+        self.eval_time += time.perf_counter() - t0
         gn = float(grad @ grad)
         sub = loss - self.f_star if self.f_star is not None else math.nan
         row = (self.ledger.rounds, self.ledger.sfo, loss, gn, sub)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")  # one BLAS thread per rank: set before numpy is imported
+from . import threads  # noqa: F401, I001  (must precede numpy)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
@@ -232,7 +230,7 @@ class Session:
         led = self.monitor.ledger
         extra: dict[str, Any] = {"rounds_total": led.rounds, "sfo_per_worker": led.sfo,
                                  "unspent_sfo": self.cfg.T - led.sfo, "bytes_per_rank": led.bytes,
-                                 "wall_time": led.elapsed()}
+                                 "wall_time": led.elapsed(), "eval_time": self.monitor.eval_time}
         if message:
             extra["message"] = message
         with signals.deferred_signals():

@@ -1,0 +1,19 @@
+"""The benchmark code runs on a tiny case (benchmarks are not tests: nothing about speed is asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from crpsgd_mpi.bench import main
+
+
+@pytest.mark.timeout(240)
+def test_bench_quick(tmp_path: Path) -> None:
+    out = tmp_path / "b.json"
+    assert main(["--quick", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["local_vs_mpi10"]["identical"] is True
+    assert all(v["rounds"] > 0 for v in res["sim_vs_raw"].values())
