@@ -155,16 +155,30 @@ class FashionMNISTSource(Source):
         return f"fashion-mnist-{st.st_size}-{int(st.st_mtime)}"
 
 
-class LibsvmSource(Source):
-    """A LIBSVM/svmlight text file, parsed by scikit-learn's C parser (whole file, then sharded)."""
+class FileSource(Source):
+    """A Source read from one file named by --dataset; fingerprinted by its content."""
+
+    kind = "file"
 
     def __init__(self, path: str) -> None:
-        from sklearn.datasets import load_svmlight_file
-
         self.path = Path(path)
         self.name = self.path.name
         if not self.path.is_file():
             raise InputError("dataset", path, "no such file")
+
+    def fingerprint(self) -> str:
+        return f"{self.kind}-{_file_digest(self.path)}"
+
+
+class LibsvmSource(FileSource):
+    """A LIBSVM/svmlight text file, parsed by scikit-learn's C parser (whole file, then sharded)."""
+
+    kind = "libsvm"
+
+    def __init__(self, path: str) -> None:
+        from sklearn.datasets import load_svmlight_file
+
+        super().__init__(path)
         try:
             X, y = load_svmlight_file(str(self.path), dtype=np.float64)
         except (ValueError, UnicodeDecodeError, OSError) as exc:
@@ -179,20 +193,16 @@ class LibsvmSource(Source):
     def rows(self, index: np.ndarray) -> tuple[Matrix, np.ndarray]:
         return self.X[index], self.y[index]
 
-    def fingerprint(self) -> str:
-        return "libsvm-" + _file_digest(self.path)
 
-
-class HDF5Source(Source):
+class HDF5Source(FileSource):
     """An HDF5 file with a 2-D float dataset /X and a 1-D dataset /y; each process reads only its rows."""
+
+    kind = "hdf5"
 
     def __init__(self, path: str) -> None:
         import h5py
 
-        self.path = Path(path)
-        self.name = self.path.name
-        if not self.path.is_file():
-            raise InputError("dataset", path, "no such file")
+        super().__init__(path)
         try:
             with h5py.File(self.path, "r") as f:
                 if "X" not in f or "y" not in f:
@@ -219,9 +229,6 @@ class HDF5Source(Source):
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)
         return X_sorted[inverse], y_sorted[inverse]
-
-    def fingerprint(self) -> str:
-        return "hdf5-" + _file_digest(self.path)
 
 
 def open_source(cfg: Config) -> Source:
