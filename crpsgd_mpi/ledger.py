@@ -65,10 +65,12 @@ class EvalPlan:
     def __init__(self, T: int, points: int) -> None:
         self.targets = np.unique(np.ceil(np.geomspace(1.0, float(T), points)).astype(np.int64))
         self._next = 0
+        self._next_sfo = int(self.targets[0])
 
     def due(self, sfo: int) -> bool:
         """True (once) when `sfo` has reached the next target; skips every target reached."""
-        if self._next >= self.targets.size or sfo < self.targets[self._next]:
+        if sfo < self._next_sfo:
             return False
         self._next = int(np.searchsorted(self.targets, sfo, side="right"))
+        self._next_sfo = int(self.targets[self._next]) if self._next < self.targets.size else 2**63 - 1
         return True

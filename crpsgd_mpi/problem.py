@@ -107,19 +107,21 @@ def gram_apply(X: Matrix, v: np.ndarray) -> np.ndarray:
     return np.asarray(X.T @ (X @ v)).ravel()
 
 
-def dense_minibatch_grads(Xb: np.ndarray, yb: np.ndarray, models: np.ndarray, out: np.ndarray) -> None:
-    """Mean data-gradient of each worker's batch: Xb (k,B,d), yb (k,B), models (k,d) -> out (k,d).
+def dense_minibatch_grads(Xb: np.ndarray, yb: np.ndarray, models: np.ndarray, out: np.ndarray,
+                          work: np.ndarray | None = None) -> None:
+    """Mean data-gradient of each worker's batch: Xb (k,B,d), yb (k,B), models (k,d) -> out (k,d);
+    `work` (k,B) is scratch space.
 
     einsum is used rather than BLAS because its result for one worker does not depend on how many
     workers are stacked with it: this is what makes the in-process backend bit-identical to MPI.
     """
-    z = np.einsum("wbj,wj->wb", Xb, models)
+    z = np.einsum("wbj,wj->wb", Xb, models, out=work)
     z *= yb
     np.negative(z, out=z)
-    coef = expit(z)
-    coef *= yb
-    coef *= -1.0 / yb.shape[1]
-    np.einsum("wbj,wb->wj", Xb, coef, out=out)
+    expit(z, out=z)
+    z *= yb
+    z *= -1.0 / yb.shape[1]
+    np.einsum("wbj,wb->wj", Xb, z, out=out)
 
 
 def sparse_minibatch_grad(Xb: sp.csr_matrix, yb: np.ndarray, model: np.ndarray, out: np.ndarray) -> None:

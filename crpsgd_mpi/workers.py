@@ -46,9 +46,7 @@ class Workers:
             self._offsets = np.cumsum([0] + self._sizes[:-1]).astype(np.int64)
         self._models = np.empty((self.k, self.d))
         self._grads = np.empty((self.k, self.d))
-        self._batch_cap = 0
-        self._Xb = np.empty((0, self.d))
-        self._idx = np.empty(0, dtype=np.int64)
+        self._batch = _BatchBuffers(self.k, self.d, 0)
 
     # -- stochastic first-order oracle ----------------------------------------------------------
     def gradients(self, x: np.ndarray, batch: int) -> np.ndarray:
@@ -63,25 +61,21 @@ class Workers:
                 idx = self._rngs[i].integers(0, self._sizes[i], size=batch)
                 sparse_minibatch_grad(shard.X[idx], shard.y[idx], models[i], grads[i])
         else:
-            Xb, idx = self._batch_buffers(batch)
-            for i in range(self.k):
-                block = idx[i * batch:(i + 1) * batch]
+            buf = self._batch if self._batch.batch == batch else self._resize(batch)
+            for i, block in enumerate(buf.blocks):
                 block[:] = self._rngs[i].integers(0, self._sizes[i], size=batch)
-                block += self._offsets[i]
-            np.take(self._X_all, idx, axis=0, out=Xb)
-            yb = self._y_all[idx].reshape(self.k, batch)
-            dense_minibatch_grads(Xb.reshape(self.k, batch, self.d), yb, models, grads)
+                if i:
+                    block += self._offsets[i]
+            self._X_all.take(buf.idx, axis=0, out=buf.X)
+            self._y_all.take(buf.idx, out=buf.y)
+            dense_minibatch_grads(buf.X3, buf.y2, models, grads, buf.z)
         self.reg.add_grad(models, grads)
         self.ledger.add_sfo(batch, batch)
         return grads
 
-    def _batch_buffers(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        if batch > self._batch_cap:
-            self._batch_cap = batch
-            self._Xb = np.empty((self.k * batch, self.d))
-            self._idx = np.empty(self.k * batch, dtype=np.int64)
-        n = self.k * batch
-        return self._Xb[:n], self._idx[:n]
+    def _resize(self, batch: int) -> "_BatchBuffers":
+        self._batch = _BatchBuffers(self.k, self.d, batch, self._batch)
+        return self._batch
 
     # -- communication ---------------------------------------------------------------------------
     def average(self, rows: np.ndarray) -> np.ndarray:
@@ -132,3 +126,21 @@ class Workers:
             lam = new
         return lam
 
+
+
+class _BatchBuffers:
+    """Preallocated gather buffers and their views for one batch size (storage grows, never shrinks)."""
+
+    def __init__(self, k: int, d: int, batch: int, previous: "_BatchBuffers | None" = None) -> None:
+        n = k * batch
+        if previous is not None and previous._Xs.shape[0] >= n:
+            Xs, idxs, ys = previous._Xs, previous._idxs, previous._ys
+        else:
+            Xs, idxs, ys = np.empty((n, d)), np.empty(n, dtype=np.int64), np.empty(n)
+        self._Xs, self._idxs, self._ys = Xs, idxs, ys
+        self.batch = batch
+        self.idx, self.X, self.y = idxs[:n], Xs[:n], ys[:n]
+        self.X3 = self.X.reshape(k, batch, d)
+        self.y2 = self.y.reshape(k, batch)
+        self.z = np.empty((k, batch))
+        self.blocks = [self.idx[i * batch:(i + 1) * batch] for i in range(k)]

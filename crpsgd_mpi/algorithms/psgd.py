@@ -22,6 +22,8 @@ class PSGD(Algorithm):
     def run(self, workers: Workers, x0: np.ndarray) -> np.ndarray:
         x = np.array(x0, dtype=np.float64)
         for batch in self.schedule.within(self.T):
-            x -= self.gamma * workers.average(workers.gradients(x, batch))
+            g = workers.average(workers.gradients(x, batch))
+            g *= self.gamma
+            x -= g
             workers.end_round(x)
         return x

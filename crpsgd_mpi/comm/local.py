@@ -9,7 +9,7 @@ from .base import Backend
 
 def ordered_sum(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Sum of the rows of a C-contiguous (N, m) array, accumulated in row order."""
-    return np.sum(rows, axis=0, out=out)
+    return np.add.reduce(rows, axis=0, out=out)
 
 
 class LocalBackend(Backend):

@@ -29,7 +29,7 @@ class MPIBackend(Backend):
     name = "mpi"
 
     def __init__(self, reduction: str = "ordered", expected_workers: int | None = None,
-                 spin_seconds: float = 2e-4, poll_sleep: float = 5e-5, failure_grace: float = 5.0) -> None:
+                 spin_seconds: float = 0.05, poll_sleep: float = 5e-5, failure_grace: float = 5.0) -> None:
         from mpi4py import MPI
 
         self.MPI = MPI
