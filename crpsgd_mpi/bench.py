@@ -7,6 +7,7 @@ from . import threads  # noqa: F401, I001  (must precede numpy)
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -70,12 +71,12 @@ def sim_vs_raw(n: int, algo: str, T: int, param: str, tmp: Path) -> dict[str, fl
     return {"sim_s": sim, "raw_s": float(raw_s), "ratio": sim / float(raw_s), "rounds": int(raw_rounds)}
 
 
-def local_vs_mpi(n: int, T: int, tmp: Path) -> dict[str, float]:
-    """PSGD B=1: whole-run wall time in process vs under mpiexec, and whether the traces are identical."""
+def local_vs_mpi(n: int, T: int, tmp: Path, algorithm: str = "psgd") -> dict[str, float]:
+    """Whole-run wall time in process vs under mpiexec, and whether the traces are identical."""
     from .run import main
 
     lo = tmp / "local.h5"
-    args = ["--algorithm", "psgd", "--T", str(T), "--eval-points", "2", "--overwrite", "--quiet"]
+    args = ["--algorithm", algorithm, "--T", str(T), "--eval-points", "2", "--overwrite", "--quiet"]
     t0 = time.perf_counter()
     main(["--backend", "local", "--workers", str(n), *args, "--out", str(lo)])
     t_local = time.perf_counter() - t0
@@ -89,20 +90,40 @@ def local_vs_mpi(n: int, T: int, tmp: Path) -> dict[str, float]:
             "local_loop_s": float(a.rounds["wall_time"][-1]), "mpi_loop_s": float(b.rounds["wall_time"][-1])}
 
 
-def growth_in_T(Ts: list[int], tmp: Path) -> dict[str, object]:
-    """In-process run-loop time vs T for each algorithm, with the fitted exponent."""
+ALGORITHMS = ("cr-psgd", "psgd", "local-sgd", "catalyst")
+
+
+def growth(values: list[int], vary: str, fixed: dict[str, int], tmp: Path) -> dict[str, object]:
+    """In-process run-loop time (evaluations excluded) vs T or N for each algorithm, with the fitted
+    log-log exponent."""
     from .run import main
 
     out: dict[str, object] = {}
-    for algo in ("cr-psgd", "psgd", "local-sgd", "catalyst"):
+    for algo in ALGORITHMS:
         times = []
-        for T in Ts:
-            p = tmp / f"g-{algo}-{T}.h5"
-            main(["--backend", "local", "--workers", "10", "--algorithm", algo, "--T", str(T), "--eval-points", "2",
-                  "--out", str(p), "--overwrite", "--quiet"])
-            times.append(max(float(read_trace(p).rounds["wall_time"][-1]), 1e-6))
-        out[algo] = {"T": Ts, "s": times, "exponent": float(np.polyfit(np.log(Ts), np.log(times), 1)[0])}
+        for v in values:
+            p = tmp / f"g-{algo}-{vary}{v}.h5"
+            params = {**fixed, vary: v}
+            main(["--backend", "local", "--workers", str(params["workers"]), "--algorithm", algo,
+                  "--T", str(params["T"]), "--eval-points", "2", "--out", str(p), "--overwrite", "--quiet"])
+            tr = read_trace(p)
+            times.append(max(float(tr.rounds["wall_time"][-1]) - float(tr.attrs["eval_time"]), 1e-6))
+        out[algo] = {vary: values, "s": times, "exponent": float(np.polyfit(np.log(values), np.log(times), 1)[0])}
     return out
+
+
+def peak_memory(n: int, dataset: list[str], tmp: Path) -> dict[str, float]:
+    """Peak resident memory per rank against the rank's shard size."""
+    out = tmp / "mem.h5"
+    res = run_job(n, [sys.executable, str(REPO / "benchmarks" / "memory_probe.py"), *dataset, "--T", "200",
+                      "--out", str(out), "--overwrite", "--quiet"], timeout=600)
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr)
+    peaks = [int(line.split()[1]) for line in res.stdout.splitlines() if line.strip()]
+    cfg = read_trace(out).config
+    shard = math.ceil(cfg["n_samples"] / n) * cfg["n_features"] * 8
+    return {"ranks": len(peaks), "peak_max_MB": max(peaks) / 1e6, "shard_MB": shard / 1e6,
+            "excess_MB": (max(peaks) - shard) / 1e6}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,8 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         T = 300 if q else 10_000
         results["sim_vs_raw"] = {f"N{n}-{a}": sim_vs_raw(n, a, T, prm, tmp)
                                  for n in ((2,) if q else (2, 10)) for a, prm in (("psgd", "1"), ("cr-psgd", "1.1"))}
-        results["local_vs_mpi10"] = local_vs_mpi(2 if q else 10, T, tmp)
-        results["growth_T"] = growth_in_T([100, 300] if q else [1000, 10_000, 100_000], tmp)
+        results["local_vs_mpi10"] = {a: local_vs_mpi(2 if q else 10, T, tmp, a) for a in ALGORITHMS}
+        results["growth_T"] = growth([100, 300] if q else [1000, 10_000, 100_000], "T", {"workers": 10}, tmp)
+        results["growth_N"] = growth([1, 2] if q else [1, 2, 4, 8, 16], "workers", {"T": T}, tmp)
+        fmnist = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+        data = ["--dataset", "fashion-mnist"] if fmnist.exists() and not q else ["--samples", "2000"]
+        results["memory"] = peak_memory(2 if q else 10, data, tmp)
     ns.json.write_text(json.dumps(results, indent=1))
     print(f"STREAM-like read: {results['stream_read_GBps']:.1f} GB/s")
     kl = results["kernel_large"]
@@ -136,11 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in results["sim_vs_raw"].items():  # type: ignore[union-attr]
         print(f"simulator vs raw mpi4py loop {k}: {v['sim_s']:.3f} s vs {v['raw_s']:.3f} s = {v['ratio']:.2f}x "
               f"({v['rounds']} rounds)")
-    lv = results["local_vs_mpi10"]
-    print(f"in-process vs mpiexec (PSGD B=1): {lv['local_s']:.2f} s vs {lv['mpi_s']:.2f} s = {lv['speedup']:.1f}x "
-          f"faster; traces identical: {lv['identical']}")
-    for algo, g in results["growth_T"].items():  # type: ignore[union-attr]
-        print(f"cost growth in T, {algo}: exponent {g['exponent']:.2f}  ({', '.join(f'{s:.3f}' for s in g['s'])} s)")
+    for algo, lv in results["local_vs_mpi10"].items():  # type: ignore[union-attr]
+        print(f"in-process vs mpiexec, {algo}: {lv['local_s']:.2f} s vs {lv['mpi_s']:.2f} s = {lv['speedup']:.1f}x "
+              f"faster; traces identical: {lv['identical']}")
+    for key, name in (("growth_T", "T"), ("growth_N", "N")):
+        for algo, g in results[key].items():  # type: ignore[union-attr]
+            print(f"cost growth in {name}, {algo}: exponent {g['exponent']:.2f}  "
+                  f"({', '.join(f'{s:.3f}' for s in g['s'])} s)")
+    m = results["memory"]
+    print(f"peak memory per rank ({m['ranks']} ranks): {m['peak_max_MB']:.0f} MB vs shard {m['shard_MB']:.0f} MB: "
+          f"shard + {m['excess_MB']:.0f} MB")
     print(f"results in {ns.json}")
     return 0
 

@@ -140,12 +140,25 @@ class FashionMNISTSource(Source):
         return int(self.labels.size)
 
     def rows(self, index: np.ndarray) -> tuple[Matrix, np.ndarray]:
-        raw = _read_idx(self.images, 16, "fmnist_dir")
-        d = 28 * 28
-        if raw.size != self.n_rows * d:
-            raise InputError("fmnist_dir", str(self.folder), f"{self.images.name} has {raw.size} bytes of pixels, "
-                             f"expected {self.n_rows * d}")
-        X = raw.reshape(self.n_rows, d)[index].astype(np.float64)
+        """Decompress the images in blocks, keeping only the rows asked for (memory: shard + one block)."""
+        d, block = 28 * 28, 4096
+        order = np.argsort(index, kind="stable")
+        wanted = index[order]
+        pixels = np.empty((index.size, d), dtype=np.uint8)
+        try:
+            with gzip.open(self.images, "rb") as fh:
+                fh.read(16)
+                for start in range(0, self.n_rows, block):
+                    raw = fh.read(min(block, self.n_rows - start) * d)
+                    m = len(raw) // d
+                    if m == 0:
+                        raise EOFError("truncated")
+                    rows = np.frombuffer(raw, dtype=np.uint8, count=m * d).reshape(m, d)
+                    lo, hi = np.searchsorted(wanted, [start, start + m])
+                    pixels[order[lo:hi]] = rows[wanted[lo:hi] - start]
+        except (OSError, EOFError) as exc:
+            raise InputError("fmnist_dir", str(self.folder), f"cannot read {self.images.name}: {exc}") from None
+        X = pixels.astype(np.float64)
         X *= 1.0 / 255.0
         y = np.where(np.isin(self.labels[index], FMNIST_POSITIVE), 1.0, -1.0)
         return X, y

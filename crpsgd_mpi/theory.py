@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 
 from .workers import Workers
 
@@ -35,6 +34,8 @@ def default_constants(algorithm: str, L: float, gamma: float | None, theta: floa
 def optimum(workers: Workers, x0: np.ndarray) -> float:
     """f* by L-BFGS on the full objective to a tight tolerance; deterministic, so every rank runs the
     same iterations in lockstep (each evaluation is one ordered reduction)."""
+    from scipy.optimize import minimize  # 25 MB of imports, needed by l2 runs only
+
     res = minimize(workers.objective, x0, jac=True, method="L-BFGS-B",
                    options={"maxiter": 20_000, "maxcor": 30, "gtol": 1e-11, "ftol": 1e-15})
     return float(res.fun)

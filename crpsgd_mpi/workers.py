@@ -73,7 +73,7 @@ class Workers:
         self.ledger.add_sfo(batch, batch)
         return grads
 
-    def _resize(self, batch: int) -> "_BatchBuffers":
+    def _resize(self, batch: int) -> _BatchBuffers:
         self._batch = _BatchBuffers(self.k, self.d, batch, self._batch)
         return self._batch
 
@@ -131,7 +131,7 @@ class Workers:
 class _BatchBuffers:
     """Preallocated gather buffers and their views for one batch size (storage grows, never shrinks)."""
 
-    def __init__(self, k: int, d: int, batch: int, previous: "_BatchBuffers | None" = None) -> None:
+    def __init__(self, k: int, d: int, batch: int, previous: _BatchBuffers | None = None) -> None:
         n = k * batch
         if previous is not None and previous._Xs.shape[0] >= n:
             Xs, idxs, ys = previous._Xs, previous._idxs, previous._ys

@@ -92,6 +92,15 @@ def test_fashion_mnist_binary_split() -> None:
     assert data.n_samples == 60000 and data.n_features == 785 and s.n == 6000
     assert 0.0 <= s.X.min() and s.X[:, :-1].max() <= 1.0
     assert abs(np.mean(s.y > 0) - 0.5) < 0.05
+    # the block-wise reader returns exactly the rows of a whole-file decode, in shard order
+    import gzip
+
+    from crpsgd_mpi.data import shard_bounds, shuffle
+
+    with gzip.open(FMNIST, "rb") as fh:
+        full = np.frombuffer(fh.read(), dtype=np.uint8, offset=16).reshape(60000, 784)
+    rows = shuffle(60000, 0)[shard_bounds(60000, 10)[0]:shard_bounds(60000, 10)[1]]
+    assert np.array_equal(s.X[:, :-1], full[rows] / 255.0)
 
 
 def test_fashion_mnist_missing_folder(tmp_path: Path) -> None:
