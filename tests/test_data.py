@@ -100,7 +100,7 @@ def test_fashion_mnist_binary_split() -> None:
     with gzip.open(FMNIST, "rb") as fh:
         full = np.frombuffer(fh.read(), dtype=np.uint8, offset=16).reshape(60000, 784)
     rows = shuffle(60000, 0)[shard_bounds(60000, 10)[0]:shard_bounds(60000, 10)[1]]
-    assert np.array_equal(s.X[:, :-1], full[rows] / 255.0)
+    assert np.array_equal(s.X[:, :-1], full[rows] * (1.0 / 255.0))
 
 
 def test_fashion_mnist_missing_folder(tmp_path: Path) -> None:
