@@ -62,8 +62,9 @@ class Source(ABC):
         """Number of rows in the whole dataset."""
 
     @abstractmethod
-    def rows(self, index: np.ndarray) -> tuple[Matrix, np.ndarray]:
-        """Rows `index` (any order) as (X float64, raw labels)."""
+    def rows(self, index: np.ndarray, intercept: bool = False) -> tuple[Matrix, np.ndarray]:
+        """Rows `index` (any order) as (X float64, raw labels); with `intercept`, X ends with a
+        constant-1 column (built in place where the source can, so no second copy of the shard)."""
 
     @abstractmethod
     def fingerprint(self) -> str:
@@ -103,14 +104,17 @@ class SyntheticSource(Source):
         y[flip] = -y[flip]
         return X, y
 
-    def rows(self, index: np.ndarray) -> tuple[Matrix, np.ndarray]:
-        X = np.empty((index.size, self.features))
+    def rows(self, index: np.ndarray, intercept: bool = False) -> tuple[Matrix, np.ndarray]:
+        f = self.features
+        X = np.empty((index.size, f + intercept))
+        if intercept:
+            X[:, f] = 1.0
         y = np.empty(index.size)
         blocks = index // SYNTHETIC_BLOCK
         for b in np.unique(blocks):
             Xb, yb = self._block(int(b))
             sel = np.nonzero(blocks == b)[0]
-            X[sel] = Xb[index[sel] - b * SYNTHETIC_BLOCK]
+            X[sel, :f] = Xb[index[sel] - b * SYNTHETIC_BLOCK]
             y[sel] = yb[index[sel] - b * SYNTHETIC_BLOCK]
         return X, y
 
@@ -139,7 +143,7 @@ class FashionMNISTSource(Source):
     def n_rows(self) -> int:
         return int(self.labels.size)
 
-    def rows(self, index: np.ndarray) -> tuple[Matrix, np.ndarray]:
+    def rows(self, index: np.ndarray, intercept: bool = False) -> tuple[Matrix, np.ndarray]:
         """Decompress the images in blocks, keeping only the rows asked for (memory: shard + one block)."""
         d, block = 28 * 28, 4096
         order = np.argsort(index, kind="stable")
@@ -158,8 +162,10 @@ class FashionMNISTSource(Source):
                     pixels[order[lo:hi]] = rows[wanted[lo:hi] - start]
         except (OSError, EOFError) as exc:
             raise InputError("fmnist_dir", str(self.folder), f"cannot read {self.images.name}: {exc}") from None
-        X = pixels.astype(np.float64)
-        X *= 1.0 / 255.0
+        X = np.empty((index.size, d + intercept))
+        np.multiply(pixels, 1.0 / 255.0, out=X[:, :d])
+        if intercept:
+            X[:, d] = 1.0
         y = np.where(np.isin(self.labels[index], FMNIST_POSITIVE), 1.0, -1.0)
         return X, y
 
@@ -203,8 +209,9 @@ class LibsvmSource(FileSource):
     def n_rows(self) -> int:
         return int(self.y.size)
 
-    def rows(self, index: np.ndarray) -> tuple[Matrix, np.ndarray]:
-        return self.X[index], self.y[index]
+    def rows(self, index: np.ndarray, intercept: bool = False) -> tuple[Matrix, np.ndarray]:
+        X = self.X[index]
+        return (_add_intercept(X) if intercept else X), self.y[index]
 
 
 class HDF5Source(FileSource):
@@ -231,7 +238,7 @@ class HDF5Source(FileSource):
     def n_rows(self) -> int:
         return int(self.shape[0])
 
-    def rows(self, index: np.ndarray) -> tuple[Matrix, np.ndarray]:
+    def rows(self, index: np.ndarray, intercept: bool = False) -> tuple[Matrix, np.ndarray]:
         import h5py
 
         order = np.argsort(index, kind="stable")
@@ -241,7 +248,8 @@ class HDF5Source(FileSource):
             y_sorted = np.asarray(f["y"][sorted_idx], dtype=np.float64)
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)
-        return X_sorted[inverse], y_sorted[inverse]
+        X = X_sorted[inverse]
+        return (_add_intercept(X) if intercept else X), y_sorted[inverse]
 
 
 def open_source(cfg: Config) -> Source:
@@ -279,12 +287,10 @@ def load(cfg: Config, n_workers: int, workers: Sequence[int]) -> Dataset:
     n_features = None
     sparse_out = False
     for w in workers:
-        X, y_raw = source.rows(perm[bounds[w]:bounds[w + 1]])
+        X, y_raw = source.rows(perm[bounds[w]:bounds[w + 1]], cfg.intercept)
         y = _binary_labels(y_raw, cfg.dataset)
         X = _storage(X, cfg.storage)
         _check_finite(X, cfg.dataset)
-        if cfg.intercept:
-            X = _add_intercept(X)
         sparse_out = sp.issparse(X)
         n_features = X.shape[1]
         shards.append(Shard(worker=w, X=X, y=y))

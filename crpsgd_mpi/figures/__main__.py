@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             if label in groups and fam.name.endswith("synthetic"):
                 stairs.setdefault(label, groups[label][0])
     if stairs:
-        made += staircase_figure("staircase", stairs, ns.out)
+        first = next(iter(stairs.values()))
+        made += staircase_figure("staircase", stairs, ns.out, dataset=str(first.config.get("dataset_name", "")))
     table = rst_table(rows, eps)
     ns.out.mkdir(parents=True, exist_ok=True)
     (ns.out / "results.rst").write_text(table)

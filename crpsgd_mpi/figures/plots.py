@@ -120,7 +120,8 @@ def time_figure(name: str, fam: Any, groups: dict[str, list[Trace]], out: Path, 
     return _save(fig, out, name)
 
 
-def staircase_figure(name: str, series: dict[str, Trace], out: Path, stages: int = 8) -> list[Path]:
+def staircase_figure(name: str, series: dict[str, Trace], out: Path, stages: int = 8,
+                     dataset: str = "") -> list[Path]:
     """Batch size per round for CR-PSGD and the first `stages` Catalyst stages (boundaries marked)."""
     fig, axes = plt.subplots(1, len(series), figsize=(6 * len(series), 4.2), squeeze=False)
     for ax, (label, tr) in zip(axes[0], series.items()):
@@ -136,7 +137,7 @@ def staircase_figure(name: str, series: dict[str, Trace], out: Path, stages: int
         ax.set_ylabel("batch size per worker (samples)")
         ax.set_title(f"{label}: N={tr.attrs['N']}, T={tr.attrs['T']}", fontsize=9)
         ax.grid(True, alpha=0.3)
-    fig.suptitle("Batch-size staircase")
+    fig.suptitle("Batch-size staircase" + (f", {dataset}" if dataset else ""))
     return _save(fig, out, name)
 
 
