@@ -35,7 +35,7 @@ def main() -> None:
     comm.Barrier()
     t0 = time.perf_counter()
     for b in batches:
-        idx = rng.integers(0, shard.n, size=b)
+        idx = [rng.integers(0, shard.n)] if b == 1 else rng.integers(0, shard.n, size=b)
         dense_minibatch_grads(shard.X[idx][None], shard.y[idx][None], x[None], g)
         g[0] += 1e-3 * x
         gather[rank] = g[0]

@@ -43,7 +43,7 @@ class Workers:
             else:
                 self._X_all = np.concatenate([s.X for s in data.shards])
                 self._y_all = np.concatenate([s.y for s in data.shards])
-            self._offsets = np.cumsum([0] + self._sizes[:-1]).astype(np.int64)
+            self._offsets = [int(o) for o in np.cumsum([0] + self._sizes[:-1])]
         self._models = np.empty((self.k, self.d))
         self._grads = np.empty((self.k, self.d))
         self._batch = _BatchBuffers(self.k, self.d, 0)
@@ -62,10 +62,15 @@ class Workers:
                 sparse_minibatch_grad(shard.X[idx], shard.y[idx], models[i], grads[i])
         else:
             buf = self._batch if self._batch.batch == batch else self._resize(batch)
-            for i, block in enumerate(buf.blocks):
-                block[:] = self._rngs[i].integers(0, self._sizes[i], size=batch)
-                if i:
-                    block += self._offsets[i]
+            if batch == 1:  # the scalar draw is 4x cheaper and consumes the stream identically
+                idx = buf.idx
+                for i, rng in enumerate(self._rngs):
+                    idx[i] = rng.integers(0, self._sizes[i]) + self._offsets[i]
+            else:
+                for i, block in enumerate(buf.blocks):
+                    block[:] = self._rngs[i].integers(0, self._sizes[i], size=batch)
+                    if i:
+                        block += self._offsets[i]
             self._X_all.take(buf.idx, axis=0, out=buf.X)
             self._y_all.take(buf.idx, out=buf.y)
             dense_minibatch_grads(buf.X3, buf.y2, models, grads, buf.z)
