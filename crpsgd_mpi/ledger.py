@@ -20,6 +20,7 @@ class Ledger:
         self.stage = 0
         self.batch = 0
         self.start = time.perf_counter()
+        self.excluded = 0.0
         self._pending: list[tuple[int, int, int, int, int, float]] = []
 
     def add_sfo(self, per_worker: int, batch: int) -> None:
@@ -36,10 +37,15 @@ class Ledger:
     def restart_clock(self) -> None:
         """Start the wall clock now (after set-up)."""
         self.start = time.perf_counter()
+        self.excluded = 0.0
+
+    def exclude(self, seconds: float) -> None:
+        """Take `seconds` (spent on instrumentation, e.g. evaluations) off the clock."""
+        self.excluded += seconds
 
     def elapsed(self) -> float:
-        """Seconds since the ledger was opened."""
-        return time.perf_counter() - self.start
+        """Seconds of algorithm time since the clock started (excluded time taken off)."""
+        return time.perf_counter() - self.start - self.excluded
 
     @property
     def n_pending(self) -> int:

@@ -140,8 +140,9 @@ class _BatchBuffers:
         n = k * batch
         if previous is not None and previous._Xs.shape[0] >= n:
             Xs, idxs, ys = previous._Xs, previous._idxs, previous._ys
-        else:
-            Xs, idxs, ys = np.empty((n, d)), np.empty(n, dtype=np.int64), np.empty(n)
+        else:  # grow geometrically: a growing batch schedule reallocates O(log B) times
+            cap = max(n, 2 * previous._Xs.shape[0]) if previous is not None else n
+            Xs, idxs, ys = np.empty((cap, d)), np.empty(cap, dtype=np.int64), np.empty(cap)
         self._Xs, self._idxs, self._ys = Xs, idxs, ys
         self.batch = batch
         self.idx, self.X, self.y = idxs[:n], Xs[:n], ys[:n]

@@ -27,12 +27,13 @@ ALGOS = {
 }
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
 @pytest.mark.parametrize("algo", sorted(ALGOS))
-def test_mpi_equals_local_bit_for_bit(tmp_path: Path, algo: str) -> None:
+def test_mpi_equals_local_bit_for_bit(tmp_path: Path, algo: str, n: int) -> None:
     m, loc = tmp_path / "mpi.h5", tmp_path / "local.h5"
-    res = mpi_run(4, [*SMALL, *ALGOS[algo], "--out", str(m), "--quiet"], timeout=120)
+    res = mpi_run(n, [*SMALL, *ALGOS[algo], "--out", str(m), "--quiet"], timeout=120)
     assert res.returncode == 0 and not res.timed_out
-    assert run_cli("--backend", "local", "--workers", "4", *SMALL, *ALGOS[algo], "--out", str(loc)) == 0
+    assert run_cli("--backend", "local", "--workers", str(n), *SMALL, *ALGOS[algo], "--out", str(loc)) == 0
     a, b = read_trace(m), read_trace(loc)
     assert a.attrs["status"] == b.attrs["status"] == "complete"
     for c in ("round", "sfo", "batch_size", "stage", "bytes"):
