@@ -99,13 +99,11 @@ class Session:
         self.monitor: Monitor | None = None
 
     def execute(self) -> int:
+        """Set up, run, write; returns the exit status. Any failure on any process ends every process."""
         try:
             prepared = self._setup()
-        except Interrupted:
-            return EXIT_INTERRUPTED
-        if prepared is None:
-            return EXIT_USAGE
-        try:
+            if prepared is None:
+                return EXIT_USAGE
             return self._run(*prepared)
         except Diverged as exc:
             self._finish("diverged", None, str(exc))
@@ -246,27 +244,29 @@ class Session:
         else:
             status, code = "failed", EXIT_FAILED
         message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, PeerFailure) else str(exc)
+        # the trace keeps the traceback of the process that failed (a peer sends its own along)
+        detail = "" if status == "interrupted" or isinstance(exc, PeerFailure) else "\n" + traceback.format_exc()
         multi = self.backend.name == "mpi" and self.N > 1
         if not self.backend.is_root:
             signals.ignore()  # the root's abort ends this process; no second report
             if status != "interrupted":
                 _say(f"crpsgd_mpi: rank {self.backend.local_workers[0]}: {status}: {message}")
-            self.backend.report_failure(message, status, code)
+            self.backend.report_failure(message + detail, status, code)
             return code
         signals.hold()
         try:
-            self._finish(status, None, message + ("" if status == "interrupted" else "\n" + traceback.format_exc()))
+            self._finish(status, None, message + detail)
         except Exception as write_exc:  # noqa: BLE001
             _say(f"crpsgd_mpi: could not mark the trace {status}: {write_exc}")
         where = f" ({self.writer.path} marked {status})" if self.writer is not None else ""
-        _say(f"crpsgd_mpi: {status}: {message}{where}")
+        _say(f"crpsgd_mpi: {status}: {message.splitlines()[0]}{where}")
         if multi:
             self.backend.abort(code)
         return code
 
     def _summary(self, data: Dataset, c: Constants, f_star: float | None, loss: float, gn: float) -> None:
-        cfg, led = self.cfg, self.monitor.ledger if self.monitor else None
-        assert led is not None
+        assert self.monitor is not None
+        cfg, led = self.cfg, self.monitor.ledger
         sub = f", suboptimality {loss - f_star:.3e}" if f_star is not None else ""
         lines = [
             f"{cfg.algorithm} on {data.name} ({data.n_samples} x {data.n_features}, {cfg.regularizer} "
@@ -275,7 +275,8 @@ class Session:
             f"{led.bytes / 1e6:.3f} MB reduced per rank",
             f"  final loss {loss:.10g}{sub}, ||grad f||^2 {gn:.3e}",
             f"  L={c.L:.6g}, gamma={c.gamma:.6g}" + (f", theta={c.theta:.6g}" if c.theta else ""),
-            f"  trace {self.writer.path if self.writer else '-'} (complete), {led.elapsed():.2f} s",
+            f"  trace {self.writer.path if self.writer else '-'} (complete); {led.elapsed():.2f} s of rounds, "
+            f"{self.monitor.eval_time:.2f} s of evaluations",
         ]
         print("\n".join(lines), flush=True)
 
