@@ -94,16 +94,21 @@ def make_regularizer(name: str, lam: float) -> Regularizer:
 
 
 def loss_grad_sums(X: Matrix, y: np.ndarray, x: np.ndarray) -> tuple[float, np.ndarray]:
-    """Sum over the rows of log(1 + exp(-y a.x)) and of its gradient (no regulariser, no 1/M)."""
-    yz = y * (X @ x)
+    """Sum over the rows of log(1 + exp(-y a.x)) and of its gradient (no regulariser, no 1/M).
+    Dense X uses einsum, whose result does not depend on BLAS threads or on where X sits in memory."""
+    dense = isinstance(X, np.ndarray)
+    yz = y * (np.einsum("bj,j->b", X, x) if dense else X @ x)
     loss = float(np.sum(np.logaddexp(0.0, -yz)))
     coef = -y * expit(-yz)
-    grad = np.asarray(X.T @ coef).ravel()
+    grad = np.einsum("bj,b->j", X, coef) if dense else np.asarray(X.T @ coef).ravel()
     return loss, grad
 
 
 def gram_apply(X: Matrix, v: np.ndarray) -> np.ndarray:
-    """X^T (X v): one step of power iteration on the shard's Gram matrix (unscaled)."""
+    """X^T (X v): one step of power iteration on the shard's Gram matrix (unscaled); einsum for dense X,
+    as in `loss_grad_sums`."""
+    if isinstance(X, np.ndarray):
+        return np.einsum("bj,b->j", X, np.einsum("bj,j->b", X, v))
     return np.asarray(X.T @ (X @ v)).ravel()
 
 

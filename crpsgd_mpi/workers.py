@@ -40,10 +40,12 @@ class Workers:
         else:
             if self.k == 1:
                 self._X_all, self._y_all = data.shards[0].X, data.shards[0].y
-            else:
+            else:  # one array for all local shards (stacked gathers); the shards become views of it
                 self._X_all = np.concatenate([s.X for s in data.shards])
                 self._y_all = np.concatenate([s.y for s in data.shards])
             self._offsets = [int(o) for o in np.cumsum([0] + self._sizes[:-1])]
+            for shard, off in zip(data.shards, self._offsets):
+                shard.X, shard.y = self._X_all[off:off + shard.n], self._y_all[off:off + shard.n]
         self._models = np.empty((self.k, self.d))
         self._grads = np.empty((self.k, self.d))
         self._batch = _BatchBuffers(self.k, self.d, 0)
