@@ -27,9 +27,8 @@ class Monitor:
         self.fault = fault if fault is not None and fault[0] in workers.backend.local_workers else None
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         self._last_flush = time.monotonic()
-        self._last_eval_round = -1
+        self._last_eval: tuple[int, int, float, float, float] | None = None
         self.eval_time = 0.0
-        self.evals: list[tuple[int, int, float, float, float]] = []
         self._pending_evals: list[tuple[int, int, float, float, float]] = []
 
     def __call__(self, x: np.ndarray, stage_end: bool) -> None:
@@ -43,16 +42,14 @@ class Monitor:
                 self.evaluate(x)
         elif self.plan.due(self.ledger.sfo):
             self.evaluate(x)
-        pending = self.ledger.n_pending
-        if pending >= self.flush_rows or (self.writer is not None and pending % 64 == 0
-                                          and time.monotonic() - self._last_flush > self.flush_seconds):
+        if self.ledger.n_pending >= self.flush_rows or (
+                self.writer is not None and time.monotonic() - self._last_flush > self.flush_seconds):
             self.flush()
 
     def evaluate(self, x: np.ndarray) -> tuple[float, float]:
         """Evaluate f and ||grad f||^2 at x (once per round), record and write it."""
-        if self._last_eval_round == self.ledger.rounds:
-            row = self.evals[-1]
-            return row[2], row[3]
+        if self._last_eval is not None and self._last_eval[0] == self.ledger.rounds:
+            return self._last_eval[2], self._last_eval[3]
         t0 = time.perf_counter()
         loss, grad = self.workers.objective(x)
         spent = time.perf_counter() - t0
@@ -61,9 +58,8 @@ class Monitor:
         gn = float(grad @ grad)
         sub = loss - self.f_star if self.f_star is not None else math.nan
         row = (self.ledger.rounds, self.ledger.sfo, loss, gn, sub)
-        self.evals.append(row)
+        self._last_eval = row
         self._pending_evals.append(row)
-        self._last_eval_round = self.ledger.rounds
         if not math.isfinite(loss):
             raise Diverged(f"objective not finite after round {self.ledger.rounds}")
         self.flush()

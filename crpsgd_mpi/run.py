@@ -6,7 +6,6 @@ from . import threads  # noqa: F401, I001  (must precede numpy)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
@@ -20,7 +19,7 @@ import numpy as np  # noqa: E402
 
 from . import __version__, signals  # noqa: E402
 from .algorithms import CRPSGD, PSGD, Algorithm, Catalyst, LocalSGD, catalyst_counts, resolve_period  # noqa: E402
-from .comm import Backend, make_backend  # noqa: E402
+from .comm import Backend, make_backend, rank_from_env  # noqa: E402
 from .config import Config  # noqa: E402
 from .data import Dataset, load  # noqa: E402
 from .errors import Diverged, InputError, Interrupted, PeerFailure  # noqa: E402
@@ -281,18 +280,8 @@ class Session:
         print("\n".join(lines), flush=True)
 
 
-def _rank_from_env() -> int:
-    for var in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"):
-        if var in os.environ:
-            try:
-                return int(os.environ[var])
-            except ValueError:
-                pass
-    return 0
-
-
 def _say(text: str, root_only: bool = False) -> None:
-    if root_only and _rank_from_env() != 0:
+    if root_only and rank_from_env() != 0:
         return
     print(text, file=sys.stderr, flush=True)
 

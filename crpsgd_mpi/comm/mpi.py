@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
 from ..errors import InputError, PeerFailure
 from .base import Backend
 from .local import ordered_sum
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
 
 _FAIL_TAG = 77
 _AGREE_BYTES = 1024
@@ -22,8 +25,9 @@ class MPIBackend(Backend):
     in-place Iallreduce(SUM) (fewer bytes moved; summation order chosen by the MPI library).
 
     Every collective is non-blocking and polled: while waiting, the root listens for failure reports
-    from other ranks, so an error anywhere ends the job instead of hanging it, and oversubscribed
-    ranks sleep instead of spinning.
+    from other ranks, so an error anywhere ends the job instead of hanging it. A waiting rank yields
+    its core (sched_yield) between polls, and sleeps between polls once a wait passes `spin_seconds`,
+    so oversubscribed ranks (10 on 2 cores) leave the cores to the ranks that compute.
     """
 
     name = "mpi"
@@ -48,7 +52,7 @@ class MPIBackend(Backend):
             raise InputError("workers", expected_workers, f"differs from the number of MPI ranks ({self.n_workers})")
 
     # -- collectives -------------------------------------------------------------------------
-    def _wait(self, req: object) -> None:
+    def _wait(self, req: MPI.Request) -> None:
         if req.Test():
             return
         start = time.perf_counter()
