@@ -1,5 +1,5 @@
 """`make bench`: performance as ratios measured in one run (kernel vs memory bandwidth, simulator vs a raw
-mpi4py loop, in-process vs mpiexec, cost growth in T); prints a table and writes JSON."""
+mpi4py loop, in-process vs mpiexec, growth in T and N, memory, reduction cost); prints a table, writes JSON."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,110 +22,111 @@ from .problem import dense_minibatch_grads, sparse_minibatch_grad
 from .trace import read_trace
 
 REPO = Path(__file__).resolve().parents[1]
+ALGORITHMS = ("cr-psgd", "psgd", "local-sgd", "catalyst")
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
-def _median_time(fn, repeats: int) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+def stats(values: Sequence[float]) -> dict[str, float]:
+    """Median, min and max of repeated measurements."""
+    return {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values))}
+
+
+def timed(fn: Callable[[], object], repeats: int) -> dict[str, float]:
+    """Wall time of fn, repeated (after one warm-up call)."""
+    fn()
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
-    return float(np.median(ts)), float(min(ts)), float(max(ts))
+    return stats(ts)
 
 
 def stream_read_bandwidth(nbytes: int, repeats: int) -> float:
     """Bytes/s of a STREAM-like read (sum of a large array)."""
     a = np.ones(nbytes // 8)
-    med, _, _ = _median_time(lambda: a.sum(), repeats)
-    return nbytes / med
+    return nbytes / timed(lambda: a.sum(), repeats)["median"]
 
 
-def kernel_rates(rows: int, d: int, repeats: int) -> dict[str, float]:
-    """Dense and sparse minibatch gradient throughput for a batch of `rows` samples."""
+def kernel_rates(rows: int, repeats: int, d: int = 785, d_sparse: int = 47236) -> dict[str, object]:
+    """Minibatch-gradient throughput for `rows` samples: dense (d features) and sparse CSR
+    (d_sparse features, 47 non-zeros per row, like rcv1); bytes are those of the batch's X."""
     rng = np.random.default_rng(0)
     Xb = rng.standard_normal((1, rows, d))
     yb = rng.choice([-1.0, 1.0], (1, rows))
-    x, out = rng.standard_normal((1, d)), np.empty((1, d))
-    med, lo, hi = _median_time(lambda: dense_minibatch_grads(Xb, yb, x, out), repeats)
-    S = sp.random(rows, 47236, density=47 / 47236, format="csr", random_state=0)
-    xs, outs = rng.standard_normal(47236), np.empty(47236)
-    smed, _, _ = _median_time(lambda: sparse_minibatch_grad(S, yb[0], xs, outs), repeats)
-    return {"dense_s": med, "dense_min": lo, "dense_max": hi, "dense_bytes_per_s": Xb.nbytes / med,
-            "dense_samples_per_s": rows / med, "sparse_samples_per_s": rows / smed}
+    x, out, work = rng.standard_normal((1, d)), np.empty((1, d)), np.empty((1, rows))
+    dense = timed(lambda: dense_minibatch_grads(Xb, yb, x, out, work), repeats)
+    S = sp.random(rows, d_sparse, density=47 / d_sparse, format="csr", random_state=0)
+    xs, outs = rng.standard_normal(d_sparse), np.empty(d_sparse)
+    sparse = timed(lambda: sparse_minibatch_grad(S, yb[0], xs, outs), repeats)
+    s_bytes = S.data.nbytes + S.indices.nbytes + S.indptr.nbytes
+    return {"rows": rows,
+            "dense": {**dense, "GBps": Xb.nbytes / dense["median"] / 1e9, "samples_per_s": rows / dense["median"]},
+            "sparse": {**sparse, "GBps": s_bytes / sparse["median"] / 1e9, "samples_per_s": rows / sparse["median"]}}
 
 
-def sim_vs_raw(n: int, algo: str, T: int, param: str, tmp: Path) -> dict[str, float]:
-    """Wall time of the simulator's round loop vs the raw loop, same rounds, same batches."""
-    out = tmp / f"sim-{n}-{algo}.h5"
-    extra = ["--batch-size", param] if algo == "psgd" else ["--rho", param]
-    res = run_job(n, [sys.executable, "-m", "crpsgd_mpi.run", "--algorithm", algo, "--T", str(T), *extra,
-                      "--eval-points", "2", "--out", str(out), "--overwrite", "--quiet"], timeout=600)
+def _sim(n: int, args: list[str], out: Path) -> float:
+    res = run_job(n, [sys.executable, "-m", "crpsgd_mpi.run", *args, "--eval-points", "2", "--out", str(out),
+                      "--overwrite", "--quiet"], timeout=900)
     if res.returncode != 0:
         raise RuntimeError(res.stderr)
-    tr = read_trace(out)
-    sim = float(tr.rounds["wall_time"][-1])  # evaluations are off the clock
-    raw = run_job(n, [sys.executable, str(REPO / "benchmarks" / "raw_loop.py"), algo, str(T), param], timeout=600)
-    if raw.returncode != 0:
-        raise RuntimeError(raw.stderr)
-    raw_s, raw_rounds = raw.stdout.split()
-    assert int(raw_rounds) == len(tr.rounds["round"])
-    return {"sim_s": sim, "raw_s": float(raw_s), "ratio": sim / float(raw_s), "rounds": int(raw_rounds)}
+    return float(read_trace(out).rounds["wall_time"][-1])  # evaluations and trace writes are off the clock
 
 
-def local_vs_mpi(n: int, T: int, tmp: Path, algorithm: str = "psgd") -> dict[str, float]:
-    """Whole-run wall time in process vs under mpiexec, and whether the traces are identical."""
+def sim_vs_raw(n: int, algo: str, T: int, param: str, repeats: int, tmp: Path) -> dict[str, object]:
+    """Round-loop time of the simulator vs the raw loop (same rounds, batches, draws, kernel), alternated."""
+    extra = ["--batch-size", param] if algo == "psgd" else ["--rho", param]
+    sims, raws = [], []
+    for _ in range(repeats):
+        sims.append(_sim(n, ["--algorithm", algo, "--T", str(T), *extra], tmp / "sim.h5"))
+        raw = run_job(n, [sys.executable, str(REPO / "benchmarks" / "raw_loop.py"), algo, str(T), param], timeout=900)
+        if raw.returncode != 0:
+            raise RuntimeError(raw.stderr)
+        seconds, rounds = raw.stdout.split()
+        if int(rounds) != len(read_trace(tmp / "sim.h5").rounds["round"]):
+            raise RuntimeError("raw loop and simulator ran different rounds")
+        raws.append(float(seconds))
+    return {"sim": stats(sims), "raw": stats(raws), "ratio": float(np.median(sims) / np.median(raws)),
+            "rounds": int(rounds)}
+
+
+def local_vs_mpi(n: int, T: int, algorithm: str, repeats: int, tmp: Path) -> dict[str, object]:
+    """Whole-run wall time (start-up included) in process vs under mpiexec; traces compared bit for bit."""
     from .run import main
 
-    lo = tmp / "local.h5"
     args = ["--algorithm", algorithm, "--T", str(T), "--eval-points", "2", "--overwrite", "--quiet"]
-    t0 = time.perf_counter()
-    main(["--backend", "local", "--workers", str(n), *args, "--out", str(lo)])
-    t_local = time.perf_counter() - t0
-    mp = tmp / "mpi.h5"
-    t0 = time.perf_counter()
-    run_job(n, [sys.executable, "-m", "crpsgd_mpi.run", *args, "--out", str(mp)], timeout=600)
-    t_mpi = time.perf_counter() - t0
-    a, b = read_trace(lo), read_trace(mp)
-    same = bool(np.array_equal(a.x, b.x) and np.array_equal(a.evals["loss"], b.evals["loss"]))
-    return {"local_s": t_local, "mpi_s": t_mpi, "speedup": t_mpi / t_local, "identical": same,
-            "local_loop_s": float(a.rounds["wall_time"][-1]), "mpi_loop_s": float(b.rounds["wall_time"][-1])}
-
-
-ALGORITHMS = ("cr-psgd", "psgd", "local-sgd", "catalyst")
+    loc, mpi = tmp / "local.h5", tmp / "mpi.h5"
+    t_local, t_mpi = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        main(["--backend", "local", "--workers", str(n), *args, "--out", str(loc)])
+        t_local.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        res = run_job(n, [sys.executable, "-m", "crpsgd_mpi.run", *args, "--out", str(mpi)], timeout=900)
+        t_mpi.append(time.perf_counter() - t0)
+        if res.returncode != 0:
+            raise RuntimeError(res.stderr)
+    a, b = read_trace(loc), read_trace(mpi)
+    same = all(np.array_equal(a.rounds[c], b.rounds[c]) for c in ("round", "sfo", "batch_size", "stage", "bytes"))
+    same = same and np.array_equal(a.evals["loss"], b.evals["loss"]) and np.array_equal(a.x, b.x)
+    return {"local": stats(t_local), "mpi": stats(t_mpi), "speedup": float(np.median(t_mpi) / np.median(t_local)),
+            "identical": bool(same)}
 
 
 def growth(values: list[int], vary: str, fixed: dict[str, int], tmp: Path) -> dict[str, object]:
-    """In-process run-loop time (evaluations excluded) vs T or N for each algorithm, with the fitted
-    log-log exponent."""
+    """In-process round-loop time vs T or N for each algorithm, with the fitted log-log exponent."""
     from .run import main
 
     out: dict[str, object] = {}
     for algo in ALGORITHMS:
         times = []
         for v in values:
-            p = tmp / f"g-{algo}-{vary}{v}.h5"
             params = {**fixed, vary: v}
+            p = tmp / "growth.h5"
             main(["--backend", "local", "--workers", str(params["workers"]), "--algorithm", algo,
                   "--T", str(params["T"]), "--eval-points", "2", "--out", str(p), "--overwrite", "--quiet"])
-            tr = read_trace(p)
-            times.append(max(float(tr.rounds["wall_time"][-1]), 1e-6))
+            times.append(max(float(read_trace(p).rounds["wall_time"][-1]), 1e-6))
         out[algo] = {vary: values, "s": times, "exponent": float(np.polyfit(np.log(values), np.log(times), 1)[0])}
-    return out
-
-
-def reduction_cost(n: int, T: int, data: list[str], tmp: Path) -> dict[str, float]:
-    """Run-loop time with the ordered (Allgather) reduction vs the in-place Allreduce, PSGD B=1."""
-    out: dict[str, float] = {}
-    for mode in ("ordered", "allreduce"):
-        p = tmp / f"red-{mode}.h5"
-        res = run_job(n, [sys.executable, "-m", "crpsgd_mpi.run", "--algorithm", "psgd", "--T", str(T), *data,
-                          "--reduction", mode, "--eval-points", "2", "--out", str(p), "--overwrite", "--quiet"],
-                      timeout=600)
-        if res.returncode != 0:
-            raise RuntimeError(res.stderr)
-        tr = read_trace(p)
-        out[mode] = float(tr.rounds["wall_time"][-1])
-    out["ordered_over_allreduce"] = out["ordered"] / out["allreduce"]
     return out
 
 
@@ -132,7 +134,7 @@ def peak_memory(n: int, dataset: list[str], tmp: Path) -> dict[str, float]:
     """Peak resident memory per rank against the rank's shard size."""
     out = tmp / "mem.h5"
     res = run_job(n, [sys.executable, str(REPO / "benchmarks" / "memory_probe.py"), *dataset, "--T", "200",
-                      "--out", str(out), "--overwrite", "--quiet"], timeout=600)
+                      "--out", str(out), "--overwrite", "--quiet"], timeout=900)
     if res.returncode != 0:
         raise RuntimeError(res.stderr)
     peaks = [int(line.split()[1]) for line in res.stdout.splitlines() if line.strip()]
@@ -142,55 +144,70 @@ def peak_memory(n: int, dataset: list[str], tmp: Path) -> dict[str, float]:
             "excess_MB": (max(peaks) - shard) / 1e6}
 
 
+def reduction_cost(n: int, T: int, data: list[str], repeats: int, tmp: Path) -> dict[str, object]:
+    """Round-loop time with the ordered reduction (Iallgather + fixed-order sum) vs in-place Iallreduce."""
+    out: dict[str, object] = {}
+    for mode in ("ordered", "allreduce"):
+        out[mode] = stats([_sim(n, ["--algorithm", "psgd", "--T", str(T), *data, "--reduction", mode],
+                                tmp / f"red-{mode}.h5") for _ in range(repeats)])
+    out["ordered_over_allreduce"] = out["ordered"]["median"] / out["allreduce"]["median"]  # type: ignore[index]
+    return out
+
+
+def _mm(s: dict[str, float], scale: float = 1.0, unit: str = "s") -> str:
+    return f"{s['median'] * scale:.3g} {unit} [{s['min'] * scale:.3g}-{s['max'] * scale:.3g}]"
+
+
+def report(r: dict[str, object]) -> str:
+    """The results as a printable table."""
+    lines = [f"STREAM-like read bandwidth: {r['stream_read_GBps']:.1f} GB/s"]
+    for k in r["kernels"]:  # type: ignore[union-attr]
+        d, s = k["dense"], k["sparse"]
+        lines.append(f"kernel B={k['rows']}: dense {_mm(d, 1e3, 'ms')} = {d['GBps']:.1f} GB/s "
+                     f"({d['GBps'] / r['stream_read_GBps']:.0%} of read), {d['samples_per_s']:.3g} samples/s; "
+                     f"sparse {_mm(s, 1e3, 'ms')} = {s['GBps']:.2f} GB/s, {s['samples_per_s']:.3g} samples/s")
+    for key, v in r["sim_vs_raw"].items():  # type: ignore[union-attr]
+        lines.append(f"simulator vs raw mpi4py loop {key} ({v['rounds']} rounds): {_mm(v['sim'])} vs "
+                     f"{_mm(v['raw'])} = {v['ratio']:.2f}x")
+    for algo, v in r["local_vs_mpi"].items():  # type: ignore[union-attr]
+        lines.append(f"in process vs mpiexec, {algo}: {_mm(v['local'])} vs {_mm(v['mpi'])} = {v['speedup']:.1f}x; "
+                     f"traces identical: {v['identical']}")
+    for key, name in (("growth_T", "T"), ("growth_N", "N")):
+        for algo, g in r[key].items():  # type: ignore[union-attr]
+            lines.append(f"time vs {name}, {algo}: exponent {g['exponent']:.2f} "
+                         f"({', '.join(f'{s:.3g}' for s in g['s'])} s)")
+    m = r["memory"]
+    lines.append(f"peak RSS per rank ({m['ranks']} ranks): {m['peak_max_MB']:.0f} MB = shard {m['shard_MB']:.0f} MB "
+                 f"+ {m['excess_MB']:.0f} MB")
+    c = r["reduction_cost"]
+    lines.append(f"ordered vs allreduce reduction: {_mm(c['ordered'])} vs {_mm(c['allreduce'])} = "
+                 f"{c['ordered_over_allreduce']:.2f}x")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m crpsgd_mpi.bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that the benchmark code runs")
     p.add_argument("--json", type=Path, default=Path("bench.json"))
     ns = p.parse_args(argv)
     q = ns.quick
-    reps = 3 if q else 9
-    results: dict[str, object] = {}
-    big = 1 << (22 if q else 28)  # 256 MiB read: well beyond the L3 cache
-    results["stream_read_GBps"] = stream_read_bandwidth(big, reps) / 1e9
-    results["kernel_large"] = kernel_rates(1024 if q else 32768, 785, reps)
-    results["kernel_small"] = kernel_rates(64, 785, reps * 20)
-    results["kernel_large_vs_stream"] = results["kernel_large"]["dense_bytes_per_s"] / 1e9 / results["stream_read_GBps"]
+    reps, runs = (3, 1) if q else (9, 3)
+    T = 300 if q else 10_000
+    r: dict[str, object] = {"quick": q}
+    r["stream_read_GBps"] = stream_read_bandwidth(1 << (22 if q else 28), reps) / 1e9  # 256 MiB: past the caches
+    r["kernels"] = [kernel_rates(64, reps * 20), kernel_rates(1024 if q else 32768, reps)]
+    real = ["--dataset", "fashion-mnist"] if FMNIST.exists() and not q else ["--samples", "2000"]
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
-        T = 300 if q else 10_000
-        results["sim_vs_raw"] = {f"N{n}-{a}": sim_vs_raw(n, a, T, prm, tmp)
-                                 for n in ((2,) if q else (2, 10)) for a, prm in (("psgd", "1"), ("cr-psgd", "1.1"))}
-        results["local_vs_mpi10"] = {a: local_vs_mpi(2 if q else 10, T, tmp, a) for a in ALGORITHMS}
-        results["growth_T"] = growth([100, 300] if q else [1000, 10_000, 100_000], "T", {"workers": 10}, tmp)
-        results["growth_N"] = growth([1, 2] if q else [1, 2, 4, 8, 16], "workers", {"T": T}, tmp)
-        fmnist = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
-        data = ["--dataset", "fashion-mnist"] if fmnist.exists() and not q else ["--samples", "2000"]
-        results["memory"] = peak_memory(2 if q else 10, data, tmp)
-        results["reduction_cost"] = reduction_cost(2 if q else 10, 100 if q else 3000, data, tmp)
-    ns.json.write_text(json.dumps(results, indent=1))
-    print(f"STREAM-like read: {results['stream_read_GBps']:.1f} GB/s")
-    kl = results["kernel_large"]
-    print(f"dense kernel, large batch: {kl['dense_bytes_per_s'] / 1e9:.1f} GB/s = "
-          f"{results['kernel_large_vs_stream']:.0%} of read bandwidth "
-          f"(median {kl['dense_s'] * 1e3:.2f} ms, min {kl['dense_min'] * 1e3:.2f}, max {kl['dense_max'] * 1e3:.2f})")
-    print(f"dense kernel, B=64: {results['kernel_small']['dense_samples_per_s']:.3g} samples/s; "
-          f"sparse (d=47236, 47 nnz/row): {kl['sparse_samples_per_s']:.3g} samples/s")
-    for k, v in results["sim_vs_raw"].items():  # type: ignore[union-attr]
-        print(f"simulator vs raw mpi4py loop {k}: {v['sim_s']:.3f} s vs {v['raw_s']:.3f} s = {v['ratio']:.2f}x "
-              f"({v['rounds']} rounds)")
-    for algo, lv in results["local_vs_mpi10"].items():  # type: ignore[union-attr]
-        print(f"in-process vs mpiexec, {algo}: {lv['local_s']:.2f} s vs {lv['mpi_s']:.2f} s = {lv['speedup']:.1f}x "
-              f"faster; traces identical: {lv['identical']}")
-    for key, name in (("growth_T", "T"), ("growth_N", "N")):
-        for algo, g in results[key].items():  # type: ignore[union-attr]
-            print(f"cost growth in {name}, {algo}: exponent {g['exponent']:.2f}  "
-                  f"({', '.join(f'{s:.3f}' for s in g['s'])} s)")
-    m = results["memory"]
-    print(f"peak memory per rank ({m['ranks']} ranks): {m['peak_max_MB']:.0f} MB vs shard {m['shard_MB']:.0f} MB: "
-          f"shard + {m['excess_MB']:.0f} MB")
-    r = results["reduction_cost"]
-    print(f"ordered (Allgather + fixed-order sum) vs Allreduce, PSGD B=1 on {' '.join(data)}: "
-          f"{r['ordered']:.3f} s vs {r['allreduce']:.3f} s = {r['ordered_over_allreduce']:.2f}x")
+        r["sim_vs_raw"] = {f"N{n}-{a}": sim_vs_raw(n, a, T, prm, runs, tmp)
+                           for n in ((2,) if q else (2, 10)) for a, prm in (("psgd", "1"), ("cr-psgd", "1.1"))}
+        r["local_vs_mpi"] = {a: local_vs_mpi(2 if q else 10, T, a, runs, tmp) for a in ALGORITHMS}
+        r["growth_T"] = growth([100, 300] if q else [1000, 10_000, 100_000, 1_000_000], "T", {"workers": 10}, tmp)
+        r["growth_N"] = growth([1, 2] if q else [1, 2, 4, 8, 16], "workers", {"T": T}, tmp)
+        r["memory"] = peak_memory(2 if q else 10, real, tmp)
+        r["reduction_cost"] = reduction_cost(2 if q else 10, 100 if q else 3000, real, runs, tmp)
+    ns.json.write_text(json.dumps(r, indent=1))
+    print(report(r))
     print(f"results in {ns.json}")
     return 0
 

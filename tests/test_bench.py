@@ -15,6 +15,6 @@ def test_bench_quick(tmp_path: Path) -> None:
     out = tmp_path / "b.json"
     assert main(["--quick", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert all(v["identical"] is True for v in res["local_vs_mpi10"].values())
+    assert all(v["identical"] is True for v in res["local_vs_mpi"].values())
     assert res["memory"]["ranks"] == 2
     assert all(v["rounds"] > 0 for v in res["sim_vs_raw"].values())
