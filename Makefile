@@ -25,12 +25,14 @@ $(STAMP): setup.cfg setup.py
 
 install: $(STAMP)
 
-# Fashion-MNIST from Debian (needs root and apt); without it the tests that need it are skipped.
+# Fashion-MNIST and h5dump from Debian (needs root and apt); without them the tests that need them are skipped.
+DEBS := dataset-fashion-mnist hdf5-tools
 data:
-	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
-		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) \
-		|| echo "note: could not install dataset-fashion-mnist; its tests will be skipped"; \
+	@if { [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || ! command -v h5dump >/dev/null; } \
+		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq $(DEBS) >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(DEBS) >/dev/null 2>&1)) \
+		|| echo "note: could not install $(DEBS); the tests that need them will be skipped"; \
 	fi
 
 run: $(STAMP)

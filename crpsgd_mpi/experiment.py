@@ -86,11 +86,12 @@ def needs_run(run: Run) -> bool:
         return True
 
 
-def execute(run: Run, mpi_ranks: int | None = None, timeout: float = 1800.0) -> int:
-    """Run one member: in this process (local backend) or under mpiexec with `mpi_ranks` ranks."""
+def execute(run: Run, use_mpi: bool = False, timeout: float = 1800.0) -> int:
+    """Run one member: in this process (local backend), or under mpiexec with as many ranks as the
+    run's `workers` (default 10)."""
     args = []
     for key, value in run.settings.items():
-        if key in ("workers", "backend") and mpi_ranks:
+        if key in ("workers", "backend") and use_mpi:
             continue
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
@@ -98,8 +99,9 @@ def execute(run: Run, mpi_ranks: int | None = None, timeout: float = 1800.0) -> 
         else:
             args += [flag, str(value)]
     args += ["--out", str(run.path), "--overwrite", "--quiet"]
-    if mpi_ranks:
-        res = run_job(mpi_ranks, [sys.executable, "-m", "crpsgd_mpi.run", *args], timeout=timeout)
+    if use_mpi:
+        ranks = int(run.settings.get("workers", 10))
+        res = run_job(ranks, [sys.executable, "-m", "crpsgd_mpi.run", *args], timeout=timeout)
         if res.returncode not in (0, 3):
             sys.stderr.write(res.stderr)
         return res.returncode
@@ -108,7 +110,7 @@ def execute(run: Run, mpi_ranks: int | None = None, timeout: float = 1800.0) -> 
     return main(["--backend", "local", *args])
 
 
-def run_families(paths: list[Path], results: Path, mpi_ranks: int | None = None, verbose: bool = True) -> int:
+def run_families(paths: list[Path], results: Path, use_mpi: bool = False, verbose: bool = True) -> int:
     """Run every family member that has no complete trace; returns the number of failed runs."""
     failures = 0
     for path in paths:
@@ -118,7 +120,7 @@ def run_families(paths: list[Path], results: Path, mpi_ranks: int | None = None,
             print(f"{fam.name}: {len(todo)} run(s) to do", flush=True)
         for run in todo:
             t0 = time.perf_counter()
-            code = execute(run, mpi_ranks)
+            code = execute(run, use_mpi)
             if verbose:
                 print(f"  {run.label} seed {run.seed}: exit {code} in {time.perf_counter() - t0:.1f} s", flush=True)
             failures += code not in (0, 3)

@@ -1,6 +1,6 @@
 """Run every experiment family (experiments/*.toml) that has no complete trace yet, then stop.
 
-usage: python experiments/driver.py [--results DIR] [--mpi N] [FAMILY.toml ...]
+usage: python experiments/driver.py [--results DIR] [--mpi] [FAMILY.toml ...]
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("families", nargs="*", type=Path, help="family files (default: every experiments/*.toml but example)")
     p.add_argument("--results", type=Path, default=Path("results"), help="folder of the traces (default results/)")
-    p.add_argument("--mpi", type=int, default=None, metavar="N", help="run under mpiexec with N ranks instead of in process")
+    p.add_argument("--mpi", action="store_true",
+                   help="run each member under mpiexec with its own number of workers as ranks, not in process")
     ns = p.parse_args()
     families = ns.families or sorted(f for f in HERE.glob("*.toml") if f.stem != "example")
     failed = run_families(families, ns.results, ns.mpi)

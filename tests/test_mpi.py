@@ -115,3 +115,18 @@ def test_sigint_marks_trace_interrupted(tmp_path: Path) -> None:
     tr = read_trace(out)
     assert tr.status == "interrupted" and tr.rounds["round"].size > 0
     assert proc.returncode != 0
+
+
+def test_driver_under_mpi_matches_in_process(tmp_path: Path) -> None:
+    from crpsgd_mpi.experiment import run_families
+
+    fam = tmp_path / "fam.toml"
+    fam.write_text('study = "pl"\nseeds = [0]\n[base]\nsamples = 2000\nfeatures = 5\nT = 200\neval_points = 4\n'
+                   '[sweep]\nworkers = [2, 3]\n[runs.cr-psgd]\nalgorithm = "cr-psgd"\nrho = 1.5\n')
+    assert run_families([fam], tmp_path / "mpi", use_mpi=True, verbose=False) == 0
+    assert run_families([fam], tmp_path / "local", verbose=False) == 0
+    for n in (2, 3):
+        a = read_trace(tmp_path / "mpi" / "fam" / f"cr-psgd-N{n}-seed0.h5")
+        b = read_trace(tmp_path / "local" / "fam" / f"cr-psgd-N{n}-seed0.h5")
+        assert a.attrs["N"] == n and a.config["backend"] == "mpi" and b.config["backend"] == "local"
+        assert np.array_equal(a.x, b.x) and np.array_equal(a.evals["loss"], b.evals["loss"])

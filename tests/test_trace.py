@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from conftest import run_cli
 from crpsgd_mpi.ledger import EVAL_COLUMNS, ROUND_COLUMNS
@@ -56,3 +59,11 @@ def test_divergence_is_recorded(tmp_path: Path) -> None:
                    "--gamma", "1e6", "--regularizer", "l2", "--out", str(out)) == 3
     with h5py.File(out, "r") as f:
         assert f.attrs["status"] == "diverged" and f["rounds/round"].shape[0] >= 1
+
+
+@pytest.mark.skipif(shutil.which("h5dump") is None, reason="h5dump (Debian hdf5-tools) not installed")
+def test_h5dump_reads_the_trace(tmp_path: Path) -> None:
+    out = tmp_path / "t.h5"
+    assert run_cli("--backend", "local", "--workers", "2", "--T", "100", "--out", str(out)) == 0
+    res = subprocess.run(["h5dump", "-H", str(out)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and 'GROUP "rounds"' in res.stdout and 'DATASET "x"' in res.stdout
