@@ -48,11 +48,17 @@ class MPIBackend(Backend):
         self._gather: dict[int, np.ndarray] = {}
         self._out: dict[int, np.ndarray] = {}
         self._status = MPI.Status()
+        # Only the root must stay responsive (it listens for failure reports); with Open MPI, whose
+        # blocking wait yields the core when oversubscribed, the other ranks can simply wait.
+        self._blocking_wait = not self.is_root and MPI.get_vendor()[0] == "Open MPI"
         if expected_workers is not None and expected_workers != self.n_workers:
             raise InputError("workers", expected_workers, f"differs from the number of MPI ranks ({self.n_workers})")
 
     # -- collectives -------------------------------------------------------------------------
     def _wait(self, req: MPI.Request) -> None:
+        if self._blocking_wait:
+            req.Wait()
+            return
         if req.Test():
             return
         start = time.perf_counter()
