@@ -24,10 +24,12 @@ class MPIBackend(Backend):
     sum on every rank (bit-identical to the in-process backend and across ranks); `allreduce`: an
     in-place Iallreduce(SUM) (fewer bytes moved; summation order chosen by the MPI library).
 
-    Every collective is non-blocking and polled: while waiting, the root listens for failure reports
-    from other ranks, so an error anywhere ends the job instead of hanging it. A waiting rank yields
-    its core (sched_yield) between polls, and sleeps between polls once a wait passes `spin_seconds`,
-    so oversubscribed ranks (10 on 2 cores) leave the cores to the ranks that compute.
+    Every collective is non-blocking. The root polls it, and between polls listens for failure reports
+    from the other ranks, so an error anywhere ends the job (the root marks the trace and aborts)
+    instead of hanging it; it yields its core (sched_yield) between polls and sleeps between polls once
+    a wait passes `spin_seconds`. The other ranks need not listen: with Open MPI (whose blocking wait
+    yields the core when oversubscribed) they wait blockingly; with other MPIs (MPICH's wait spins)
+    they poll like the root.
     """
 
     name = "mpi"
