@@ -60,7 +60,11 @@ class Config:
     overwrite: bool = field(default=False, metadata={"help": "replace an existing --out"})
     eval_points: int = field(default=40, metadata={"help": "full-objective evaluations, spaced geometrically in SFO"})
     backend: str = field(default="auto", metadata={"help": "mpi, local, or auto (mpi when started by mpiexec)"})
-    workers: int | None = field(default=None, metadata={"help": "local backend: number of virtual workers (default 10)"})
+    workers: int | None = field(
+        default=None,
+        metadata={"help": "number of workers: local backend, virtual workers (default 10); "
+                  "mpi, must equal the number of ranks if given"},
+    )
     reduction: str = field(
         default="ordered",
         metadata={"help": "ordered: Allgather + fixed-order sum (bit-identical across backends); "

@@ -23,9 +23,9 @@ class Ledger:
         self.excluded = 0.0
         self._pending: list[tuple[int, int, int, int, int, float]] = []
 
-    def add_sfo(self, per_worker: int, batch: int) -> None:
-        """Each worker used `per_worker` stochastic gradients, in batches of `batch`."""
-        self.sfo += per_worker
+    def add_sfo(self, batch: int) -> None:
+        """Each worker used one batch of `batch` stochastic gradients."""
+        self.sfo += batch
         self.batch = batch
 
     def add_round(self, nbytes: int) -> None:

@@ -77,7 +77,7 @@ class Workers:
             self._y_all.take(buf.idx, out=buf.y)
             dense_minibatch_grads(buf.X3, buf.y2, models, grads, buf.z)
         self.reg.add_grad(models, grads)
-        self.ledger.add_sfo(batch, batch)
+        self.ledger.add_sfo(batch)
         return grads
 
     def _resize(self, batch: int) -> _BatchBuffers:

@@ -23,7 +23,8 @@ class Backend(ABC):
 
     @abstractmethod
     def mean(self, rows: np.ndarray) -> np.ndarray:
-        """Mean over all N workers of their rows (k, m) -> (m,): one communication round."""
+        """Mean over all N workers of their rows (k, m) -> (m,): one communication round. The result
+        may be the backend's own buffer: valid until the next call, and the caller may modify it."""
 
     @abstractmethod
     def sum(self, rows: np.ndarray) -> np.ndarray:
