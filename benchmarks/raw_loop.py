@@ -17,7 +17,7 @@ from mpi4py import MPI  # noqa: E402
 
 from crpsgd_mpi.config import Config  # noqa: E402
 from crpsgd_mpi.data import load  # noqa: E402
-from crpsgd_mpi.problem import dense_minibatch_grads  # noqa: E402
+from crpsgd_mpi.problems import dense_minibatch_grads  # noqa: E402
 from crpsgd_mpi.schedules import Constant, Geometric  # noqa: E402
 from crpsgd_mpi.seeding import Stream, rng_for  # noqa: E402
 

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .launch import run_job
-from .problem import dense_minibatch_grads, sparse_minibatch_grad
+from .problems import dense_minibatch_grads, sparse_minibatch_grad
 from .trace import read_trace
 
 REPO = Path(__file__).resolve().parents[1]

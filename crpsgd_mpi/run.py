@@ -26,7 +26,7 @@ from .errors import Diverged, InputError, Interrupted, PeerFailure  # noqa: E402
 from .fstar_cache import cached_optimum  # noqa: E402
 from .ledger import EvalPlan, Ledger  # noqa: E402
 from .monitor import Monitor  # noqa: E402
-from .problem import make_regularizer  # noqa: E402
+from .problems import make_regularizer  # noqa: E402
 from .theory import Constants, default_constants, smoothness  # noqa: E402
 from .trace import TraceWriter, check_output_path  # noqa: E402
 from .workers import Workers  # noqa: E402

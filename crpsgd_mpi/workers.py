@@ -9,7 +9,7 @@ import numpy as np
 from .comm.base import Backend
 from .data import Dataset
 from .ledger import Ledger
-from .problem import Regularizer, dense_minibatch_grads, gram_apply, loss_grad_sums, sparse_minibatch_grad
+from .problems import Regularizer, dense_minibatch_grads, gram_apply, loss_grad_sums, sparse_minibatch_grad
 from .seeding import Stream, rng_for
 
 RoundHook = Callable[[np.ndarray, bool], None]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from crpsgd_mpi.problem import dense_minibatch_grads, loss_grad_sums, make_regularizer, sparse_minibatch_grad
+from crpsgd_mpi.problems import dense_minibatch_grads, loss_grad_sums, make_regularizer, sparse_minibatch_grad
 
 
 def objective(X, y, x, reg):  # type: ignore[no-untyped-def]

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from ..netmodel import Network, modelled_times
-from ..problem import dense_minibatch_grads
+from ..problems import dense_minibatch_grads
 from ..trace import Trace
 
 

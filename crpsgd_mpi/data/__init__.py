@@ -1,0 +1,10 @@
+"""Datasets: the synthetic generator, Fashion-MNIST, LIBSVM and HDF5 files, and the seeded sharding."""
+
+from .base import Dataset, Matrix, Shard, Source
+from .files import FileSource, HDF5Source, LibsvmSource
+from .fmnist import FMNIST_POSITIVE, FashionMNISTSource
+from .loading import load, open_source, shard_bounds, shuffle
+from .synthetic import SYNTHETIC_BLOCK, SyntheticSource
+
+__all__ = ["Dataset", "FMNIST_POSITIVE", "FashionMNISTSource", "FileSource", "HDF5Source", "LibsvmSource", "Matrix",
+           "SYNTHETIC_BLOCK", "Shard", "Source", "SyntheticSource", "load", "open_source", "shard_bounds", "shuffle"]

@@ -1,0 +1,67 @@
+"""Open the source a configuration names, shard it with the seeded permutation, load this process's shards."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..config import Config
+from ..errors import InputError
+from ..seeding import Stream, rng_for
+from .base import Dataset, Shard, Source, binary_labels, check_finite, to_storage
+from .files import HDF5Source, LibsvmSource
+from .fmnist import FashionMNISTSource
+from .synthetic import SyntheticSource
+
+
+def open_source(cfg: Config) -> Source:
+    """The Source named by `cfg.dataset`."""
+    if cfg.dataset == "synthetic":
+        return SyntheticSource(cfg.samples, cfg.features, cfg.condition, cfg.label_noise, cfg.data_seed)
+    if cfg.dataset == "fashion-mnist":
+        return FashionMNISTSource(cfg.fmnist_dir)
+    if cfg.dataset.lower().endswith((".h5", ".hdf5", ".hdf")):
+        return HDF5Source(cfg.dataset)
+    if not Path(cfg.dataset).exists():
+        raise InputError("dataset", cfg.dataset, "not 'synthetic' or 'fashion-mnist', and no such file")
+    return LibsvmSource(cfg.dataset)
+
+
+def shard_bounds(n_rows: int, n_workers: int) -> np.ndarray:
+    """Offsets of the N contiguous shards of the shuffled rows (sizes differ by at most one)."""
+    return np.array([(w * n_rows) // n_workers for w in range(n_workers + 1)], dtype=np.int64)
+
+
+def shuffle(n_rows: int, seed: int) -> np.ndarray:
+    """The seeded permutation of all rows (independent of N)."""
+    return rng_for(seed, Stream.SHUFFLE).permutation(n_rows)
+
+
+def load(cfg: Config, n_workers: int, workers: Sequence[int]) -> Dataset:
+    """Load the shards of `workers` (this process's workers) out of N, validating the data."""
+    source = open_source(cfg)
+    n_rows = source.n_rows
+    if n_workers > n_rows:
+        raise InputError("workers", n_workers, f"more workers than samples ({n_rows})")
+    perm = shuffle(n_rows, cfg.seed)
+    bounds = shard_bounds(n_rows, n_workers)
+    shards = []
+    n_features = None
+    sparse_out = False
+    for w in workers:
+        X, y_raw = source.rows(perm[bounds[w]:bounds[w + 1]], cfg.intercept)
+        y = binary_labels(y_raw, cfg.dataset)
+        X = to_storage(X, cfg.storage)
+        check_finite(X, cfg.dataset)
+        sparse_out = sp.issparse(X)
+        n_features = X.shape[1]
+        shards.append(Shard(worker=w, X=X, y=y))
+    if n_features is None:
+        n_features = 0
+    return Dataset(
+        name=source.name, n_samples=n_rows, n_features=int(n_features), sparse=sparse_out,
+        shards=shards, fingerprint=source.fingerprint(),
+    )
