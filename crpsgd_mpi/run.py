@@ -8,6 +8,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 import traceback  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from dataclasses import fields  # noqa: E402
@@ -26,12 +27,12 @@ from .errors import Diverged, InputError, Interrupted, PeerFailure  # noqa: E402
 from .fstar_cache import cached_optimum  # noqa: E402
 from .ledger import EvalPlan, Ledger  # noqa: E402
 from .monitor import Monitor  # noqa: E402
+from .outcome import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say_to_user  # noqa: E402
 from .problems import make_regularizer  # noqa: E402
 from .theory import Constants, default_constants, smoothness  # noqa: E402
 from .trace import TraceWriter, check_output_path  # noqa: E402
 from .workers import Workers  # noqa: E402
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signals.install()
     try:
         cfg = parse_config(argv)
-        backend = make_backend(cfg.backend, cfg.workers, cfg.reduction)
+        backend = make_backend(cfg.backend, cfg.workers, cfg.reduction, cfg.stall_timeout)
     except InputError as exc:
         _say(f"crpsgd_mpi: error: {exc}", root_only=True)
         return EXIT_USAGE
@@ -99,12 +100,15 @@ class Session:
 
     def execute(self) -> int:
         """Set up, run, write; returns the exit status. Any failure on any process ends every process."""
+        self.backend.set_fatal(self._fatal)
         try:
             prepared = self._setup()
             if prepared is None:
+                self.backend.close()
                 return EXIT_USAGE
             return self._run(*prepared)
-        except Diverged as exc:
+        except Diverged as exc:  # every process sees the same iterate, so all of them diverge together
+            self.backend.close()
             self._finish("diverged", None, str(exc))
             _say(f"crpsgd_mpi: diverged: {exc} (lower --gamma)", root_only=True)
             return EXIT_DIVERGED
@@ -186,6 +190,7 @@ class Session:
         self.monitor.evaluate(x0)
         x = algorithm.run(workers, x0)
         loss, gn = self.monitor.evaluate(x)
+        self.backend.close()
         self._finish("complete", x, None)
         if self.backend.is_root and not cfg.quiet:
             self._summary(data, consts, f_star, loss, gn)
@@ -220,18 +225,33 @@ class Session:
         return v
 
     def _finish(self, status: str, x: np.ndarray | None, message: str | None) -> None:
-        if self.monitor is not None:
-            self.monitor.flush()
-        if self.writer is None or self.monitor is None:
-            return
-        led = self.monitor.ledger
-        extra: dict[str, Any] = {"rounds_total": led.rounds, "sfo_per_worker": led.sfo,
-                                 "unspent_sfo": self.cfg.T - led.sfo, "bytes_per_rank": led.bytes,
-                                 "wall_time": led.elapsed(), "eval_time": self.monitor.eval_time}
-        if message:
-            extra["message"] = message
-        with signals.deferred_signals():
+        """Write the final status once; from here on the outcome is decided and signals are ignored."""
+        signals.hold()
+        try:
+            if self.monitor is not None:
+                self.monitor.flush()
+            if self.writer is None or self.monitor is None:
+                return
+            led = self.monitor.ledger
+            extra: dict[str, Any] = {"rounds_total": led.rounds, "sfo_per_worker": led.sfo,
+                                     "unspent_sfo": self.cfg.T - led.sfo, "bytes_per_rank": led.bytes,
+                                     "wall_time": led.elapsed(), "eval_time": self.monitor.eval_time}
+            if message:
+                extra["message"] = message
             self.writer.finish(status, x, extra)
+        finally:
+            signals.ignore()
+
+    def _fatal(self, status: str, message: str, code: int) -> None:
+        """Rank 0, called once by whoever ends the job: mark the trace, say one line."""
+        if self.monitor is not None and not message.startswith("rank "):
+            message += f" (after round {self.monitor.ledger.rounds})"
+        try:
+            self._finish(status, None, message)
+        except Exception as write_exc:  # noqa: BLE001
+            _say(f"crpsgd_mpi: could not mark the trace {status}: {write_exc}")
+        where = f" ({self.writer.path} marked {status})" if self.writer is not None else ""
+        say_to_user(f"crpsgd_mpi: {status}: {message.splitlines()[0]}{where}")
 
     def _fail(self, exc: BaseException) -> int:
         if isinstance(exc, PeerFailure):
@@ -239,27 +259,24 @@ class Session:
         elif isinstance(exc, (Interrupted, KeyboardInterrupt)):
             status, code = "interrupted", EXIT_INTERRUPTED
         elif isinstance(exc, SystemExit):
-            status, code = "failed", int(exc.code or EXIT_FAILED)
+            status, code = "failed", exc.code if isinstance(exc.code, int) and exc.code else EXIT_FAILED
         else:
             status, code = "failed", EXIT_FAILED
         message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, PeerFailure) else str(exc)
         # the trace keeps the traceback of the process that failed (a peer sends its own along)
         detail = "" if status == "interrupted" or isinstance(exc, PeerFailure) else "\n" + traceback.format_exc()
-        multi = self.backend.name == "mpi" and self.N > 1
+        if not self.backend.claim_ending():  # the supervisor is ending the job already
+            signals.ignore()
+            time.sleep(30.0)
+            return code
         if not self.backend.is_root:
             signals.ignore()  # the root's abort ends this process; no second report
             if status != "interrupted":
                 _say(f"crpsgd_mpi: rank {self.backend.local_workers[0]}: {status}: {message}")
             self.backend.report_failure(message + detail, status, code)
             return code
-        signals.hold()
-        try:
-            self._finish(status, None, message + detail)
-        except Exception as write_exc:  # noqa: BLE001
-            _say(f"crpsgd_mpi: could not mark the trace {status}: {write_exc}")
-        where = f" ({self.writer.path} marked {status})" if self.writer is not None else ""
-        _say(f"crpsgd_mpi: {status}: {message.splitlines()[0]}{where}")
-        if multi:
+        self._fatal(status, message + detail, code)
+        if self.backend.name == "mpi" and self.N > 1:
             self.backend.abort(code)
         return code
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,6 +43,7 @@ class TraceWriter:
 
     def __init__(self, path: str | Path, attrs: Mapping[str, Any], overwrite: bool = False) -> None:
         self.path = check_output_path(path, overwrite)
+        self._lock = threading.Lock()  # the MPI supervisor thread may finish the trace while rows are appended
         tmp = self.path.with_name(self.path.name + ".creating")
         with h5py.File(tmp, "w") as f:
             f.attrs["schema_version"] = SCHEMA_VERSION
@@ -61,7 +63,7 @@ class TraceWriter:
         n = len(next(iter(columns.values())))
         if n == 0:
             return
-        with h5py.File(self.path, "r+") as f:
+        with self._lock, h5py.File(self.path, "r+") as f:
             g = f[group]
             for name, values in columns.items():
                 ds = g[name]
@@ -73,7 +75,7 @@ class TraceWriter:
         """Set the final status, the final iterate and summary attributes."""
         if status not in STATUSES:
             raise ValueError(status)
-        with h5py.File(self.path, "r+") as f:
+        with self._lock, h5py.File(self.path, "r+") as f:
             if x is not None:
                 g = f.require_group("final")
                 if "x" in g:

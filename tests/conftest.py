@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 from crpsgd_mpi.launch import Finished, run_job
+from crpsgd_mpi.mpienv import ROOT_VARIABLES
 from crpsgd_mpi.run import main
 
 REPO = Path(__file__).resolve().parents[1]
 HEART = REPO / "data" / "heart_scale"
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+if os.geteuid() == 0 and "VIRTUAL_ENV" not in os.environ:
+    # pytest run without activating the environment (make test activates it): what the activation would export
+    os.environ.update({v: "1" for v in ROOT_VARIABLES})
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import mpi_run, run_cli
-from crpsgd_mpi.launch import job_env, kill_group, mpiexec_path
+from crpsgd_mpi.launch import Job, kill_tree
 from crpsgd_mpi.trace import read_trace
 
 pytestmark = pytest.mark.timeout(240)
@@ -94,10 +93,9 @@ def test_exception_on_one_rank_ends_job_and_marks_trace_failed(tmp_path: Path) -
 
 def test_sigint_marks_trace_interrupted(tmp_path: Path) -> None:
     out = tmp_path / "t.h5"
-    argv = [mpiexec_path(), "-n", "3", sys.executable, "-m", "crpsgd_mpi.run", *SMALL, "--algorithm", "psgd",
-            "--T", "10000000", "--out", str(out)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=job_env(),
-                            start_new_session=True)
+    job = Job(3, [sys.executable, "-m", "crpsgd_mpi.run", *SMALL, "--algorithm", "psgd", "--T", "10000000",
+                  "--out", str(out)])
+    proc = job.proc
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -107,10 +105,10 @@ def test_sigint_marks_trace_interrupted(tmp_path: Path) -> None:
             except OSError:
                 pass  # caught the writer mid-append
             time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
-        kill_group(proc.pid)
+        kill_tree(proc.pid)
     print(err)
     tr = read_trace(out)
     assert tr.status == "interrupted" and tr.rounds["round"].size > 0

@@ -27,12 +27,12 @@ def rank_from_env() -> int:
     return 0
 
 
-def make_backend(kind: str, workers: int | None, reduction: str) -> Backend:
+def make_backend(kind: str, workers: int | None, reduction: str, stall_timeout: float = 0.0) -> Backend:
     """'mpi', 'local' or 'auto' (mpi when launched by mpiexec, else local with `workers` or 10)."""
     if kind == "auto":
         kind = "mpi" if launched_by_mpi() else "local"
     if kind == "mpi":
         from .mpi import MPIBackend
 
-        return MPIBackend(reduction=reduction, expected_workers=workers)
+        return MPIBackend(reduction=reduction, expected_workers=workers, stall_timeout=stall_timeout)
     return LocalBackend(workers if workers is not None else 10)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import NoReturn
 
 import numpy as np
@@ -33,6 +35,20 @@ class Backend(ABC):
     @abstractmethod
     def agree(self, error: str | None) -> list[tuple[int, str]]:
         """Collective: every process learns which processes hit a set-up error, and which."""
+
+    def set_fatal(self, fatal: Callable[[str, str, int], None]) -> None:
+        """Who marks the trace when something other than the main thread ends the job (MPI's supervisor)."""
+        return None
+
+    def claim_ending(self) -> bool:
+        """True for the first caller only: that caller (main thread or supervisor) ends the job."""
+        lock: threading.Lock = self.__dict__.setdefault("_ending_lock", threading.Lock())
+        return lock.acquire(blocking=False)
+
+    def close(self) -> None:
+        """Every process, after the run's last collective and before the trace is finished: release what the
+        backend holds (MPI: the supervisor), in step with the other processes."""
+        return None
 
     def report_failure(self, message: str, status: str, exit_code: int) -> None:
         """A non-root process failed: tell the root so the whole job ends; may not return.

@@ -1,84 +1,82 @@
-"""MPI backend: one worker per rank, buffer-based non-blocking collectives polled so that no rank hangs."""
+"""MPI backend: one worker per rank, buffer-based non-blocking collectives, and a supervisor so that no job hangs."""
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
-from ..errors import InputError, PeerFailure
+from ..errors import InputError
 from .base import Backend
 from .local import ordered_sum
+from .supervisor import TAG_FAIL, Fatal, Heartbeat, Peer, Supervisor, host_id
 
 if TYPE_CHECKING:
     from mpi4py import MPI
 
-_FAIL_TAG = 77
 _AGREE_BYTES = 1024
+_PEER_BYTES = 256
+#: Environment variables that name the launcher that started this job, checked in order.
+_LAUNCHERS = (("SLURM_STEP_ID", "srun"), ("PRTE_LAUNCHED", "prterun"), ("OMPI_COMM_WORLD_SIZE", "Open MPI mpiexec"),
+              ("HYDRA_CONTROL_FD", "hydra mpiexec"), ("PMI_SIZE", "PMI launcher"))
 
 
 class MPIBackend(Backend):
-    """Each rank is one worker. `ordered` reduction: Iallgather into an (N, m) buffer, then a fixed-order
-    sum on every rank (bit-identical to the in-process backend and across ranks); `allreduce`: an
-    in-place Iallreduce(SUM) (fewer bytes moved; summation order chosen by the MPI library).
+    """Each rank is one worker. `ordered` reduction: Iallgather into an (N, m) buffer, then a fixed-order sum on
+    every rank (bit-identical to the in-process backend and across ranks); `allreduce`: an in-place
+    Iallreduce(SUM) (fewer bytes moved; summation order chosen by the MPI library).
 
-    Every collective is non-blocking. The root polls it, and between polls listens for failure reports
-    from the other ranks, so an error anywhere ends the job (the root marks the trace and aborts)
-    instead of hanging it; it yields its core (sched_yield) between polls and sleeps between polls once
-    a wait passes `spin_seconds`. The other ranks need not listen: with Open MPI (whose blocking wait
-    yields the core when oversubscribed) they wait blockingly; with other MPIs (MPICH's wait spins)
-    they poll like the root.
+    Every collective is non-blocking and its wait is marked on a `Heartbeat` for the stall watchdog. Failure
+    reports, signals and lost processes are the `Supervisor` thread's business, so the main thread may simply wait:
+    with Open MPI (whose blocking wait yields the core when oversubscribed) it does; with other MPIs (MPICH's wait
+    spins at 100%) it polls, yielding the core, and sleeps between polls once a wait passes `spin_seconds`.
     """
 
     name = "mpi"
 
-    def __init__(self, reduction: str = "ordered", expected_workers: int | None = None,
-                 spin_seconds: float = 0.05, poll_sleep: float = 5e-5, failure_grace: float = 5.0) -> None:
+    def __init__(self, reduction: str = "ordered", expected_workers: int | None = None, stall_timeout: float = 0.0,
+                 spin_seconds: float = 0.05, poll_sleep: float = 5e-5) -> None:
         from mpi4py import MPI
 
         self.MPI = MPI
         self.comm = MPI.COMM_WORLD.Dup()
-        self._fail_comm = MPI.COMM_WORLD.Dup()
         self.rank = self.comm.Get_rank()
         self.n_workers = self.comm.Get_size()
         self.local_workers = range(self.rank, self.rank + 1)
         self.is_root = self.rank == 0
         self.reduction = reduction
-        self.spin_seconds, self.poll_sleep, self.failure_grace = spin_seconds, poll_sleep, failure_grace
+        self.spin_seconds, self.poll_sleep = spin_seconds, poll_sleep
         self._gather: dict[int, np.ndarray] = {}
         self._out: dict[int, np.ndarray] = {}
-        self._status = MPI.Status()
-        # Only the root must stay responsive (it listens for failure reports); with Open MPI, whose
-        # blocking wait yields the core when oversubscribed, the other ranks can simply wait.
-        self._blocking_wait = not self.is_root and MPI.get_vendor()[0] == "Open MPI"
+        self._blocking_wait = MPI.get_vendor()[0] == "Open MPI"
+        self.heartbeat = Heartbeat()
+        self.supervisor = Supervisor(MPI.COMM_WORLD.Dup(), self.abort, self.heartbeat, stall_timeout)
+        self.supervisor.start()
+        raw = self._allgather_bytes(f"{socket.gethostname()}\0{host_id()}\0{os.getpid()}".encode(), _PEER_BYTES)
+        self.peers = [Peer(r, *_split_peer(b)) for r, b in enumerate(raw)]
+        self.supervisor.watch(self.peers)
         if expected_workers is not None and expected_workers != self.n_workers:
             raise InputError("workers", expected_workers, f"differs from the number of MPI ranks ({self.n_workers})")
 
     # -- collectives -------------------------------------------------------------------------
     def _wait(self, req: MPI.Request) -> None:
+        hb = self.heartbeat
+        hb.seq += 1
+        hb.waiting_since = time.monotonic()
         if self._blocking_wait:
             req.Wait()
-            return
-        if req.Test():
-            return
-        start = time.perf_counter()
-        polls = 0
-        while not req.Test():
-            polls += 1
-            if self.is_root and polls % 32 == 0:
-                self._check_peers()
-            if time.perf_counter() - start < self.spin_seconds:
-                os.sched_yield()
-            else:
-                time.sleep(self.poll_sleep)
-
-    def _check_peers(self) -> None:
-        if self._fail_comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=_FAIL_TAG, status=self._status):
-            source = self._status.Get_source()
-            message, status, code = self._fail_comm.recv(source=source, tag=_FAIL_TAG)
-            raise PeerFailure(source, message, status, code)
+        elif not req.Test():
+            start = time.perf_counter()
+            while not req.Test():
+                if time.perf_counter() - start < self.spin_seconds:
+                    os.sched_yield()
+                else:
+                    time.sleep(self.poll_sleep)
+        hb.last_progress = time.monotonic()
+        hb.waiting_since = 0.0
 
     def _buffers(self, m: int) -> tuple[np.ndarray, np.ndarray]:
         gather = self._gather.get(m)
@@ -106,33 +104,43 @@ class MPIBackend(Backend):
     def sum(self, rows: np.ndarray) -> np.ndarray:
         return self._ordered_sum(rows).copy()
 
-    def agree(self, error: str | None) -> list[tuple[int, str]]:
-        table = np.zeros((self.n_workers, _AGREE_BYTES), dtype=np.uint8)
-        if error is not None:
-            raw = ("!" + error).encode("utf-8", "replace")[:_AGREE_BYTES]
-            table[self.rank, :len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+    def _allgather_bytes(self, payload: bytes, width: int) -> list[bytes]:
+        """Every rank's `payload` (at most `width` bytes), in rank order."""
+        table = np.zeros((self.n_workers, width), dtype=np.uint8)
+        raw = payload[:width]
+        table[self.rank, :len(raw)] = np.frombuffer(raw, dtype=np.uint8)
         self._wait(self.comm.Iallgather(self.MPI.IN_PLACE, table))
-        found = []
-        for r in range(self.n_workers):
-            text = table[r].tobytes().rstrip(b"\0").decode("utf-8", "replace")
-            if text.startswith("!"):
-                found.append((r, text[1:]))
-        return found
+        return [table[r].tobytes().rstrip(b"\0") for r in range(self.n_workers)]
 
-    # -- failures ----------------------------------------------------------------------------
+    def agree(self, error: str | None) -> list[tuple[int, str]]:
+        payload = b"" if error is None else ("!" + error).encode("utf-8", "replace")
+        rows = self._allgather_bytes(payload, _AGREE_BYTES)
+        return [(r, row[1:].decode("utf-8", "replace")) for r, row in enumerate(rows) if row.startswith(b"!")]
+
+    # -- how the job ends --------------------------------------------------------------------
+    def set_fatal(self, fatal: Fatal) -> None:
+        self.supervisor.fatal = fatal
+
+    def claim_ending(self) -> bool:
+        return self.supervisor.claim()
+
     def report_failure(self, message: str, status: str, exit_code: int) -> None:
         if self.is_root:
             return
-        req = self._fail_comm.isend((message, status, exit_code), dest=0, tag=_FAIL_TAG)
-        deadline = time.monotonic() + self.failure_grace
-        while time.monotonic() < deadline:
-            if req.Test():
-                break
+        req = self.supervisor.comm.isend((message, status, exit_code), dest=0, tag=TAG_FAIL)
+        deadline = time.monotonic() + self.supervisor.grace
+        while time.monotonic() < deadline and not req.Test():
             time.sleep(0.01)
-        # The root aborts the job once it sees the report; if it does not within the grace period
-        # (it is busy outside any collective), end the job from here.
+        # rank 0 ends the job once it hears; if it does not within the grace period, end it from here
         time.sleep(max(0.0, deadline - time.monotonic()))
         self.abort(exit_code)
+
+    def close(self) -> None:
+        """Every rank: stop watching processes, meet once more (no rank exits while another still watches it),
+        stop the supervisor."""
+        self.supervisor.quiet()
+        self._allgather_bytes(b"", 1)
+        self.supervisor.stop()
 
     def abort(self, exit_code: int) -> NoReturn:
         self.comm.Abort(exit_code)
@@ -142,5 +150,13 @@ class MPIBackend(Backend):
         import mpi4py
 
         lib = self.MPI.Get_library_version().strip().splitlines()[0]
-        return {"backend": self.name, "mpi4py": mpi4py.__version__, "mpi_library": lib,
-                "reduction": self.reduction}
+        hosts = sorted({p.hostname for p in self.peers})
+        launcher = next((name for var, name in _LAUNCHERS if var in os.environ), "unknown")
+        return {"backend": self.name, "mpi4py": mpi4py.__version__, "mpi_library": lib, "reduction": self.reduction,
+                "launcher": launcher, "hosts": ",".join(hosts),
+                "ranks_per_host": ",".join(str(sum(p.hostname == h for p in self.peers)) for h in hosts)}
+
+
+def _split_peer(raw: bytes) -> tuple[str, str, int]:
+    hostname, hid, pid = raw.decode("utf-8", "replace").split("\0")
+    return hostname, hid, int(pid)

@@ -1,0 +1,253 @@
+"""The supervisor thread of an MPI rank: it ends the whole job quickly, with the trace saying why, whatever happens.
+
+It owns SIGINT/SIGTERM (read from the wakeup fd, so it acts at once even while the main thread sits in a C call),
+hears failure reports of other ranks (rank 0), watches the processes of the ranks on its own host (the lowest rank
+of each host), and runs the stall watchdog: a rank that has waited in a collective for a while tells rank 0 that it
+arrived; when no collective completes for `stall_timeout` seconds, rank 0 names the ranks that did not arrive and
+ends the job. Exactly one path ends a job: the first to `claim` it (a supervisor or the main thread).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import signals
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
+
+TAG_FAIL, TAG_ARRIVED, TAG_LOST = 77, 78, 79
+EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
+
+#: (status, message, exit code): mark the trace and say one line (rank 0 only).
+Fatal = Callable[[str, str, int], None]
+
+
+class Heartbeat:
+    """What the main thread is doing, written around every collective (two attribute stores) and read by the
+    supervisor: collectives entered, when the current wait began (0 when not waiting), the last completion."""
+
+    __slots__ = ("seq", "waiting_since", "last_progress")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.waiting_since = 0.0
+        self.last_progress = time.monotonic()
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Where a rank runs: its host (name, and an id that also tells containers apart) and process id."""
+
+    rank: int
+    hostname: str
+    host_id: str
+    pid: int
+
+
+def host_id() -> str:
+    """Host name, boot id and pid namespace: two ranks with the same id can see each other's processes."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            boot = fh.read().strip()
+    except OSError:
+        boot = "?"
+    try:
+        ns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        ns = "?"
+    return f"{socket.gethostname()}|{boot}|{ns}"
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    end = stat.rindex(b")")
+    return stat[end + 2:end + 3] != b"Z"
+
+
+class Supervisor(threading.Thread):
+    """One per rank, started with the MPI backend and stopped (`stop`) before the process exits normally."""
+
+    def __init__(self, comm: MPI.Intracomm, abort: Callable[[int], Any], heartbeat: Heartbeat,
+                 stall_timeout: float, tick: float = 0.05, liveness_every: float = 0.1, grace: float = 5.0) -> None:
+        super().__init__(name="crpsgd-supervisor", daemon=True)
+        from mpi4py import MPI
+
+        self.MPI, self.comm, self._abort = MPI, comm, abort
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.hb, self.stall_timeout = heartbeat, stall_timeout
+        self.tick, self.liveness_every, self.grace = tick, liveness_every, grace
+        self.notice_after = max(0.05, min(2.0, stall_timeout / 4)) if stall_timeout > 0 else 0.0
+        self.fatal: Fatal = _say_only
+        self._ending = threading.Lock()
+        self._halt = threading.Event()
+        self._watch = threading.Event()
+        self._watch.set()
+        self._watched: list[Peer] = []
+        self._reported_lost: set[int] = set()
+        self._arrived = [0] * self.size
+        self._notified = 0
+        self._sends: list[MPI.Request] = []
+        self._self_abort_at = 0.0
+        self._judge_after = 0.0
+        self._status = MPI.Status()
+        self._rfd, self._wfd = os.pipe()
+        signals.route_to(self._wfd)
+
+    # -- used by the main thread -----------------------------------------------------------------
+    def watch(self, peers: list[Peer]) -> None:
+        """Watch the processes of the other ranks on this host, if this rank is the lowest there."""
+        mine = next(p for p in peers if p.rank == self.rank)
+        same = [p for p in peers if p.host_id == mine.host_id]
+        if min(p.rank for p in same) == self.rank:
+            self._watched = [p for p in same if p.rank != self.rank]
+
+    def claim(self) -> bool:
+        """True for the first caller only: that caller ends the job."""
+        return self._ending.acquire(blocking=False)
+
+    def quiet(self) -> None:
+        """The run is over: ranks may now exit, so stop watching processes and the clock."""
+        self._watch.clear()
+
+    def stop(self) -> None:
+        """End the thread and give signals back to the main thread (`signals.install`)."""
+        self._halt.set()
+        os.write(self._wfd, b"\0")
+        self.join(timeout=5.0)
+        signals.install()
+        os.close(self._rfd)
+        os.close(self._wfd)
+
+    # -- the thread ------------------------------------------------------------------------------
+    def run(self) -> None:
+        next_liveness, last_loop = 0.0, time.monotonic()
+        while not self._halt.is_set():
+            ready, _, _ = select.select([self._rfd], [], [], self.tick)
+            now = time.monotonic()
+            frozen, last_loop = now - last_loop - self.tick, now
+            if frozen > 1.0:  # this very process did not run (SIGSTOP, swapping): judge no peer on stale news
+                self._on_frozen(frozen, now)
+            if ready:
+                data = os.read(self._rfd, 64)
+                for signum in data:
+                    if signum and not self._halt.is_set():
+                        self._on_signal(signum)
+            if self._halt.is_set():
+                return
+            self._drain()
+            now = time.monotonic()
+            if self._watch.is_set():
+                if self._watched and now >= next_liveness:
+                    next_liveness = now + self.liveness_every
+                    self._check_peers()
+                if self.stall_timeout > 0:
+                    self._check_stall(now)
+            if self._self_abort_at and now >= self._self_abort_at:
+                self._abort(EXIT_INTERRUPTED)
+
+    def _on_frozen(self, seconds: float, now: float) -> None:
+        if self.stall_timeout > 0 and seconds > self.stall_timeout and self._watch.is_set():
+            self._end("failed", f"rank {self.rank} itself made no progress for {seconds:.1f} s (the process was "
+                      f"stopped or starved; --stall-timeout {self.stall_timeout:g})", EXIT_FAILED)
+        self._judge_after = now + self.stall_timeout + self.notice_after
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.rank == 0:
+            lost = self._dead_peers()
+            if lost:
+                self._end("failed", _lost_message(lost), EXIT_FAILED)
+            else:
+                self._end("interrupted", f"signal {name}", EXIT_INTERRUPTED)
+        elif self.claim():
+            self._send((f"signal {name}", "interrupted", EXIT_INTERRUPTED), TAG_FAIL)
+            self._self_abort_at = time.monotonic() + self.grace
+
+    def _drain(self) -> None:
+        self._sends = [r for r in self._sends if not r.Test()]
+        while self.comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=self.MPI.ANY_TAG, status=self._status):
+            source, tag = self._status.Get_source(), self._status.Get_tag()
+            payload = self.comm.recv(source=source, tag=tag)
+            if tag == TAG_ARRIVED:
+                self._arrived[source] = max(self._arrived[source], int(payload))
+            elif tag == TAG_FAIL:
+                message, status, code = payload
+                self._end(status, f"rank {source}: {message}", code)
+            elif tag == TAG_LOST:
+                self._end("failed", _lost_message(payload), EXIT_FAILED)
+
+    def _dead_peers(self) -> list[int]:
+        return [p.rank for p in self._watched if not process_alive(p.pid)]
+
+    def _check_peers(self) -> None:
+        lost = [r for r in self._dead_peers() if r not in self._reported_lost]
+        if not lost:
+            return
+        self._reported_lost.update(lost)
+        if self.rank == 0:
+            self._end("failed", _lost_message(lost), EXIT_FAILED)
+        else:
+            self._send(lost, TAG_LOST)
+
+    def _check_stall(self, now: float) -> None:
+        hb = self.hb
+        waiting = hb.waiting_since
+        if self.rank != 0:
+            if waiting and now - waiting > self.notice_after and self._notified != hb.seq:
+                self._notified = hb.seq
+                self._send(hb.seq, TAG_ARRIVED)
+            patience = self.stall_timeout + 2 * self.notice_after + self.grace + 0.25 * min(self.rank, 20)
+            if waiting and now - waiting > patience and self.claim():  # staggered: one rank speaks first
+                _say_only("failed", f"rank {self.rank}: no collective completed for {now - waiting:.0f} s and rank 0 "
+                          "did not end the job (rank 0 is stalled)", EXIT_FAILED)
+                self._abort(EXIT_FAILED)
+            return
+        idle = now - hb.last_progress
+        if idle <= self.stall_timeout + self.notice_after + 2 * self.tick or now < self._judge_after:
+            return
+        target = hb.seq if waiting else hb.seq + 1
+        arrived = {0} if waiting else set()
+        arrived.update(r for r in range(1, self.size) if self._arrived[r] >= target)
+        missing = [r for r in range(self.size) if r not in arrived]
+        self._end("failed", f"stalled: no collective completed for {idle:.1f} s (--stall-timeout "
+                  f"{self.stall_timeout:g}); {_ranks(missing)} did not arrive at collective #{target}", EXIT_FAILED)
+
+    def _send(self, payload: object, tag: int) -> None:
+        self._sends.append(self.comm.isend(payload, dest=0, tag=tag))
+
+    def _end(self, status: str, message: str, code: int) -> None:
+        if not self.claim():
+            return
+        try:
+            self.fatal(status, message, code)
+        except BaseException as exc:  # noqa: BLE001 - the job must end even if marking the trace fails
+            _say_only(status, f"{message} (could not mark the trace: {exc})", code)
+        self._abort(code)
+
+
+def _ranks(ranks: list[int]) -> str:
+    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
+
+
+def _lost_message(ranks: list[int]) -> str:
+    return f"{_ranks(ranks)} lost: the process ended without a report (killed by a signal, or crashed)"
+
+
+def _say_only(status: str, message: str, code: int) -> None:
+    from ..outcome import say_to_user
+
+    say_to_user(f"crpsgd_mpi: {status}: {message}")

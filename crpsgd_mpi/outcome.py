@@ -1,0 +1,43 @@
+"""How a run ends, as the user sees it: exit statuses and the one line of ours on standard error."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+#: Launchers that stop relaying their ranks' output once they tear a job down (Open MPI's PRRTE).
+_SILENCING_LAUNCHERS = {"prterun", "prted", "mpirun", "mpiexec", "orterun", "orted"}
+
+
+def one_line(text: str) -> str:
+    """`text` on one line: whatever a file or an exception put in it, a message never spans two lines."""
+    return " ".join(text.split())
+
+
+def say(text: str) -> None:
+    """One line on this process's standard error."""
+    try:
+        print(one_line(text), file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass  # a closed or full standard error must not change how the run ends
+
+
+def say_to_user(text: str) -> None:
+    """One line where the user sees it, also while the launcher is tearing the job down: Open MPI's launcher stops
+    relaying its ranks' output then, so the line goes straight to the launcher's own standard error (appended)."""
+    parent = os.getppid()
+    try:
+        with open(f"/proc/{parent}/comm") as fh:
+            launcher = fh.read().strip()
+        if launcher in _SILENCING_LAUNCHERS:
+            fd = os.open(f"/proc/{parent}/fd/2", os.O_WRONLY | os.O_APPEND)
+            try:
+                os.write(fd, (one_line(text) + "\n").encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+            return
+    except OSError:
+        pass
+    say(text)
