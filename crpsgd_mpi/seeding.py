@@ -16,6 +16,7 @@ class Stream(IntEnum):
     SYNTHETIC_WEIGHTS = 4
     SYNTHETIC_ROWS = 5
     INIT = 6
+    STRAGGLERS = 7
 
 
 def rng_for(seed: int, stream: Stream, *keys: int) -> np.random.Generator:

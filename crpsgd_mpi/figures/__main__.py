@@ -11,10 +11,14 @@ from ..experiment import load_family
 from .curves import load_family_traces
 from .netclock import measure_seconds_per_sfo
 from .plots import speedup_figure, staircase_figure, study_figure, table_rows, time_figure
+from .straggler_figure import straggler_figure, straggler_study, straggler_table
 
 HEADER = ["family", "run", "rounds", "SFO/worker", "final metric", "SFO to eps", "rounds to eps",
           "time to eps, 10GbE (s)", "time to eps, IB (s)"]
 START, END = ".. results-table-start", ".. results-table-end"
+STRAGGLERS = (".. stragglers-table-start", ".. stragglers-table-end")
+STRAGGLER_NOTE = ("Modelled time to eps (s), medians over seeds, ring Allreduce on 10 Gb Ethernet, N workers of the family; "
+                  "columns: the settings of figures/stragglers.png.")
 
 
 def compute_cost(results: Path, d: int) -> float:
@@ -28,17 +32,33 @@ def compute_cost(results: Path, d: int) -> float:
     return float(table[key])
 
 
-def rst_table(rows: list[list[str]], eps: dict[str, float]) -> str:
+def grid(header: list[str], rows: list[list[str]]) -> str:
     """A grid table in reStructuredText."""
-    cells = [HEADER, *rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(HEADER))]
+    cells = [header, *rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
     head = "+" + "+".join("=" * (w + 2) for w in widths) + "+"
-    out = [line, "| " + " | ".join(h.ljust(w) for h, w in zip(HEADER, widths)) + " |", head]
+    out = [line, "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |", head]
     for r in rows:
         out += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |", line]
+    return "\n".join(out)
+
+
+def rst_table(rows: list[list[str]], eps: dict[str, float]) -> str:
+    """The results table with its notes."""
     notes = "; ".join(f"{k}: eps = {v:g}" for k, v in eps.items())
-    return "\n".join(out) + f"\n\nMedians over seeds. Final metric: suboptimality (pl) or ||grad f||^2 (nonconvex). {notes}.\n"
+    note = f"Medians over seeds. Final metric: suboptimality (pl) or ||grad f||^2 (nonconvex). {notes}."
+    return grid(HEADER, rows) + f"\n\n{note}\n"
+
+
+def splice(text: str, markers: tuple[str, str], table: str) -> str:
+    """`text` with what lies between the two marker lines replaced by `table` (unchanged without them)."""
+    start, end = markers
+    if start not in text or end not in text:
+        return text
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n\n{table}\n{end}{tail}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("figures"))
     p.add_argument("--readme", type=Path, default=Path("README.rst"), help="README whose results table is updated")
     ns = p.parse_args(argv)
-    rows, eps, made = [], {}, []
+    rows, eps, made, pl = [], {}, [], []
     stairs = {}
     for fpath in sorted(ns.experiments.glob("*.toml")):
         if fpath.stem == "example":
@@ -68,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         made += study_figure(fam.name, fam, groups, ns.out)
         made += time_figure(fam.name + "_time", fam, groups, ns.out, spsfo)
         rows += table_rows(fam, groups, spsfo)
+        if fam.study == "pl":
+            pl.append((fam, groups, spsfo))
         eps[fam.name] = fam.epsilon
         for label in ("cr-psgd", "catalyst"):
             if label in groups and fam.name.endswith("synthetic"):
@@ -78,12 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     table = rst_table(rows, eps)
     ns.out.mkdir(parents=True, exist_ok=True)
     (ns.out / "results.rst").write_text(table)
+    sections = [((START, END), table)]
+    if pl:
+        blocks = straggler_study(pl)
+        made += straggler_figure("stragglers", blocks, ns.out)
+        stable = grid(*straggler_table(blocks)) + f"\n\n{STRAGGLER_NOTE}\n"
+        (ns.out / "stragglers.rst").write_text(stable)
+        sections.append((STRAGGLERS, stable))
     if ns.readme.exists():
         text = ns.readme.read_text()
-        if START in text and END in text:
-            head, rest = text.split(START, 1)
-            _, tail = rest.split(END, 1)
-            ns.readme.write_text(f"{head}{START}\n\n{table}\n{END}{tail}")
+        for markers, tbl in sections:
+            text = splice(text, markers, tbl)
+        ns.readme.write_text(text)
     print(f"wrote {len(made)} figure files and {ns.out / 'results.rst'}")
     return 0
 

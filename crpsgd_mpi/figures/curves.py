@@ -56,3 +56,16 @@ def first_crossing(x: np.ndarray, y: np.ndarray, eps: float) -> float:
     y0, y1 = np.log(max(y[i - 1], 1e-300)), np.log(max(y[i], 1e-300))
     t = (y0 - np.log(eps)) / (y0 - y1) if y0 != y1 else 1.0
     return float(x[i - 1] + t * (x[i] - x[i - 1]))
+
+
+def majority_crossings(xs: list[np.ndarray], ys: list[np.ndarray], eps: float) -> list[float]:
+    """`first_crossing` of every seed that reaches eps if more than half do; [] ("not reached") otherwise."""
+    vals = [first_crossing(x, y, eps) for x, y in zip(xs, ys)]
+    reached = [v for v in vals if not np.isnan(v)]
+    return reached if len(reached) * 2 > len(vals) else []
+
+
+def median_crossing(xs: list[np.ndarray], ys: list[np.ndarray], eps: float) -> float:
+    """Median of `majority_crossings`; NaN when not reached."""
+    reached = majority_crossings(xs, ys, eps)
+    return float(np.median(reached)) if reached else float("nan")

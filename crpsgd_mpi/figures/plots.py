@@ -16,7 +16,7 @@ from ..algorithms import catalyst_counts, resolve_period  # noqa: E402
 from ..netmodel import NETWORKS  # noqa: E402
 from ..schedules import Geometric  # noqa: E402
 from ..trace import Trace  # noqa: E402
-from .curves import Curve, band, first_crossing  # noqa: E402
+from .curves import Curve, band, median_crossing  # noqa: E402
 from .netclock import eval_times  # noqa: E402
 
 METRIC = {"pl": ("suboptimality", "suboptimality f(x) - f*"), "nonconvex": ("grad_norm_sq", "||grad f(x)||^2")}
@@ -177,11 +177,8 @@ def table_rows(fam: Any, groups: dict[str, list[Trace]], spsfo: float) -> list[l
         rounds = np.median([len(tr.rounds["round"]) for tr in traces])
         sfo = np.median([tr.rounds["sfo"][-1] for tr in traces])
         def to_eps(xs: list[np.ndarray], ev: list[dict[str, np.ndarray]] = ev) -> str:
-            vals = [first_crossing(x, e[metric], fam.epsilon) for x, e in zip(xs, ev)]
-            reached = [v for v in vals if not math.isnan(v)]
-            if len(reached) * 2 <= len(vals):
-                return "not reached"
-            return f"{np.median(vals if len(reached) == len(vals) else reached):.3g}"
+            v = median_crossing(xs, [e[metric] for e in ev], fam.epsilon)
+            return "not reached" if math.isnan(v) else f"{v:.3g}"
 
         times = [to_eps([eval_times(tr, net, spsfo) for tr in traces]) for net in NETWORKS]
         rows.append([fam.name, label, f"{rounds:.0f}", f"{sfo:.0f}", f"{final:.3g}",
