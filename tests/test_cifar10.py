@@ -107,6 +107,9 @@ def test_normalize() -> None:
     std = np.array(CIFAR10_STD)[None, :, None, None]
     np.testing.assert_allclose(out, (images / 255.0 - mean) / std, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(normalize(images[:2]), out[:2])
+    levels = np.arange(256, dtype=np.float32) / np.float32(255)
+    for c, (m, s) in enumerate(zip(CIFAR10_MEAN, CIFAR10_STD)):  # each step a float32 operation: exact bits
+        np.testing.assert_array_equal(out[:, c], ((levels - np.float32(m)) / np.float32(s))[images[:, c]])
     with pytest.raises(ValueError):
         normalize(images.astype(np.float32))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -175,3 +177,25 @@ def test_gradients_are_bit_reproducible() -> None:
     again = a.loss_and_grad(x, *worker_b)[1].copy()
     other = b.loss_and_grad(x, *worker_b)[1].copy()
     assert np.array_equal(first, again) and np.array_equal(first, other)
+
+
+_GRADIENT_IN_A_FRESH_PROCESS = """
+import sys, numpy as np, torch
+torch.set_num_threads(1)
+from crpsgd_mpi.problems.nets import cnn
+from crpsgd_mpi.problems.torchnet import FlatModel
+rng = np.random.default_rng(12)
+images, labels = rng.standard_normal((8, 3, 32, 32), dtype=np.float32), rng.integers(0, 10, 8)
+flat = FlatModel(cnn(seed=7))
+sys.stdout.buffer.write(flat.loss_and_grad(flat.params.copy(), images, labels)[1].tobytes())
+"""
+
+
+def test_gradient_bits_match_a_fresh_process() -> None:
+    """One thread: another process (an MPI rank) computes the very same bits as this one."""
+    flat = FlatModel(cnn(seed=7))
+    flat.loss_and_grad(flat.params.copy(), *batch(8, 99))  # some other worker's batch first
+    images, labels = batch(8, 12)
+    here = flat.loss_and_grad(flat.params.copy(), images, labels)[1]
+    out = subprocess.run([sys.executable, "-c", _GRADIENT_IN_A_FRESH_PROCESS], capture_output=True, check=True).stdout
+    assert np.array_equal(np.frombuffer(out, dtype=np.float32), here)

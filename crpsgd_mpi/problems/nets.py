@@ -32,7 +32,7 @@ def init_parameters(model: nn.Module, seed: Seed) -> nn.Module:
     gen = generator_for(seed)
     for module in model.modules():
         own = list(module.parameters(recurse=False))
-        if isinstance(module, nn.modules.conv._ConvNd):
+        if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
             nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu", generator=gen)
             if module.bias is not None:
                 module.bias.zero_()
@@ -41,7 +41,7 @@ def init_parameters(model: nn.Module, seed: Seed) -> nn.Module:
             module.weight.uniform_(-bound, bound, generator=gen)
             if module.bias is not None:
                 module.bias.uniform_(-bound, bound, generator=gen)
-        elif isinstance(module, nn.modules.batchnorm._NormBase):
+        elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
             if module.affine:
                 module.weight.fill_(1.0)
                 module.bias.zero_()
