@@ -169,6 +169,9 @@ def test_truncated_pickle_and_forged_length(tmp_path: Path, content: dict) -> No
         assert "not a readable CIFAR-10 batch pickle" in refused(tmp_path, "test_batch").reason
     path.write_bytes(b"\x80\x02T" + struct.pack("<i", 2**31 - 1) + b"abc")  # claims 2 GiB, holds 3 bytes
     refused(tmp_path, "test_batch")
+    for opcode in (b"\x8e", b"\x96"):  # BINBYTES8, BYTEARRAY8 claiming 1 TiB
+        path.write_bytes(b"\x80\x05" + opcode + struct.pack("<Q", 2**40) + b"abc")
+        refused(tmp_path, "test_batch")
 
 
 def test_truncated_binary(tmp_path: Path, content: dict) -> None:

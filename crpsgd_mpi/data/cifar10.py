@@ -20,9 +20,9 @@ PIXELS = CHANNELS * HEIGHT * WIDTH  # 3072 bytes per image: the R, G and B plane
 RECORD = 1 + PIXELS  # one binary record: a label byte, then the pixels
 N_CLASSES = 10
 
-#: Per-channel mean and standard deviation of the 50000 training images, pixels scaled to [0, 1] (the
-#: population std over all pixels of a channel; the often quoted 0.2023/0.1994/0.2010 is a mean of
-#: per-image stds, a different statistic).
+#: Per-channel mean and standard deviation of the 50000 training images, pixels scaled to [0, 1], as
+#: published with many CIFAR-10 codes (std over all pixels of a channel; the also quoted
+#: 0.2023/0.1994/0.2010 is a mean of per-image stds). Not recomputed here: the real files are not at hand.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 

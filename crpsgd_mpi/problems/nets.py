@@ -1,5 +1,4 @@
-"""Networks for the deep-learning experiments (CIFAR ResNet20, a small convnet), built and initialised
-from our seed streams without touching torch's global random state."""
+"""ResNet20 and a small convnet, initialised from our seed streams without touching torch's global RNG."""
 
 from __future__ import annotations
 
