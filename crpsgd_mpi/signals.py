@@ -1,10 +1,10 @@
 """SIGINT/SIGTERM handling. In one process they become an `Interrupted` exception, held back while a trace write is
-in progress; under MPI they are routed to a file descriptor that the supervisor thread watches (it must act within
-the launcher's 250 ms grace even while the main thread is inside a long C call)."""
+in progress. Under MPI they are blocked in every thread before MPI starts its own threads, and the supervisor thread
+takes them with `sigtimedwait`: it acts at once even while the main thread sits in a long C call (Open MPI's launcher
+gives a rank 250 ms between SIGTERM and SIGKILL), and it learns who sent the signal."""
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -24,23 +24,20 @@ def _raise(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(f"signal {signal.Signals(signum).name}")
 
 
-def _note(signum: int, frame: FrameType | None) -> None:
-    """Under MPI the supervisor acts on the signal (it reads it from the wakeup fd); the main thread does not."""
-
-
 def install() -> None:
     """Route SIGINT and SIGTERM to `Interrupted` (main thread only)."""
-    signal.set_wakeup_fd(-1)
     for sig in HANDLED:
         signal.signal(sig, _raise)
 
 
-def route_to(fd: int) -> None:
-    """From now on SIGINT/SIGTERM write their number to `fd` (non-blocking) and nothing else (main thread only)."""
-    os.set_blocking(fd, False)
-    for sig in HANDLED:
-        signal.signal(sig, _note)
-    signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+def block() -> None:
+    """Block SIGINT/SIGTERM in this thread and in every thread started from now on (call before MPI starts)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+
+
+def unblock() -> None:
+    """Deliver SIGINT/SIGTERM to the handlers again (pending ones now)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
 
 
 @contextmanager
@@ -65,7 +62,6 @@ def ignore() -> None:
     nothing left to mark). No-op outside the main thread (the MPI supervisor ends its process itself)."""
     if not _main_thread():
         return
-    signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import mpi_run, run_cli
-from crpsgd_mpi.launch import Job, kill_tree
+from crpsgd_mpi.launch import Job
+from crpsgd_mpi.procs import kill_tree
 from crpsgd_mpi.trace import read_trace
 
 pytestmark = pytest.mark.timeout(240)

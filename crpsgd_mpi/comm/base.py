@@ -36,7 +36,7 @@ class Backend(ABC):
     def agree(self, error: str | None) -> list[tuple[int, str]]:
         """Collective: every process learns which processes hit a set-up error, and which."""
 
-    def set_fatal(self, fatal: Callable[[str, str, int], None]) -> None:
+    def set_fatal(self, fatal: Callable[[str, str, int, bool], None]) -> None:
         """Who marks the trace when something other than the main thread ends the job (MPI's supervisor)."""
         return None
 

@@ -39,6 +39,9 @@ class MPIBackend(Backend):
 
     def __init__(self, reduction: str = "ordered", expected_workers: int | None = None, stall_timeout: float = 0.0,
                  spin_seconds: float = 0.05, poll_sleep: float = 5e-5) -> None:
+        from .. import signals
+
+        signals.block()  # before MPI starts its threads, so that only the supervisor ever takes SIGINT/SIGTERM
         from mpi4py import MPI
 
         self.MPI = MPI

@@ -1,16 +1,19 @@
 """The supervisor thread of an MPI rank: it ends the whole job quickly, with the trace saying why, whatever happens.
 
-It owns SIGINT/SIGTERM (read from the wakeup fd, so it acts at once even while the main thread sits in a C call),
-hears failure reports of other ranks (rank 0), watches the processes of the ranks on its own host (the lowest rank
-of each host), and runs the stall watchdog: a rank that has waited in a collective for a while tells rank 0 that it
-arrived; when no collective completes for `stall_timeout` seconds, rank 0 names the ranks that did not arrive and
-ends the job. Exactly one path ends a job: the first to `claim` it (a supervisor or the main thread).
+It owns SIGINT/SIGTERM (`sigtimedwait`, so it acts at once even while the main thread sits in a C call, and knows
+the sender), hears failure reports of other ranks (rank 0), watches the processes of the ranks on its own host (the
+lowest rank of each host), and runs the stall watchdog: a rank that has waited in a collective for a while tells
+rank 0 that it arrived; when no collective completes for `stall_timeout` seconds, rank 0 names the ranks that did
+not arrive and ends the job. Exactly one path ends a job: the first to `claim` it (a supervisor or the main thread).
+
+A SIGTERM sent by the rank's own launcher (Open MPI's mpiexec after a Ctrl-C, or after losing a rank) means the
+launcher is ending the job already: rank 0 marks the trace and says its line straight to the user, and nobody
+calls MPI_Abort (whose banner would only follow our line).
 """
 
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
 import threading
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
+from ..procs import process_alive
 
 if TYPE_CHECKING:
     from mpi4py import MPI
@@ -27,8 +31,8 @@ if TYPE_CHECKING:
 TAG_FAIL, TAG_ARRIVED, TAG_LOST = 77, 78, 79
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
-#: (status, message, exit code): mark the trace and say one line (rank 0 only).
-Fatal = Callable[[str, str, int], None]
+#: (status, message, exit code, launcher ending the job?): mark the trace and say one line (rank 0 only).
+Fatal = Callable[[str, str, int, bool], None]
 
 
 class Heartbeat:
@@ -67,17 +71,6 @@ def host_id() -> str:
     return f"{socket.gethostname()}|{boot}|{ns}"
 
 
-def process_alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    end = stat.rindex(b")")
-    return stat[end + 2:end + 3] != b"Z"
-
-
 class Supervisor(threading.Thread):
     """One per rank, started with the MPI backend and stopped (`stop`) before the process exits normally."""
 
@@ -102,10 +95,11 @@ class Supervisor(threading.Thread):
         self._notified = 0
         self._sends: list[MPI.Request] = []
         self._self_abort_at = 0.0
+        self._exit_at, self._exit_code = 0.0, 0
         self._judge_after = 0.0
         self._status = MPI.Status()
-        self._rfd, self._wfd = os.pipe()
-        signals.route_to(self._wfd)
+        self._launcher = os.getppid()
+        signals.block()  # already blocked before MPI started its threads; this keeps it so in ours
 
     # -- used by the main thread -----------------------------------------------------------------
     def watch(self, peers: list[Peer]) -> None:
@@ -124,28 +118,24 @@ class Supervisor(threading.Thread):
         self._watch.clear()
 
     def stop(self) -> None:
-        """End the thread and give signals back to the main thread (`signals.install`)."""
+        """End the thread; signals go back to the main thread, held (the run's outcome is decided by now)."""
         self._halt.set()
-        os.write(self._wfd, b"\0")
         self.join(timeout=5.0)
         signals.install()
-        os.close(self._rfd)
-        os.close(self._wfd)
+        signals.hold()
+        signals.unblock()
 
     # -- the thread ------------------------------------------------------------------------------
     def run(self) -> None:
         next_liveness, last_loop = 0.0, time.monotonic()
         while not self._halt.is_set():
-            ready, _, _ = select.select([self._rfd], [], [], self.tick)
+            info = signal.sigtimedwait(signals.HANDLED, self.tick)
             now = time.monotonic()
-            frozen, last_loop = now - last_loop - self.tick, now
+            frozen, last_loop = now - last_loop - (0.0 if info else self.tick), now
             if frozen > 1.0:  # this very process did not run (SIGSTOP, swapping): judge no peer on stale news
                 self._on_frozen(frozen, now)
-            if ready:
-                data = os.read(self._rfd, 64)
-                for signum in data:
-                    if signum and not self._halt.is_set():
-                        self._on_signal(signum)
+            if info is not None:
+                self._on_signal(info.si_signo, info.si_pid)
             if self._halt.is_set():
                 return
             self._drain()
@@ -158,21 +148,28 @@ class Supervisor(threading.Thread):
                     self._check_stall(now)
             if self._self_abort_at and now >= self._self_abort_at:
                 self._abort(EXIT_INTERRUPTED)
+            if self._exit_at and now >= self._exit_at:
+                os._exit(self._exit_code)  # the launcher said it would end us; it did not
 
     def _on_frozen(self, seconds: float, now: float) -> None:
-        if self.stall_timeout > 0 and seconds > self.stall_timeout and self._watch.is_set():
+        if self.rank == 0 and self.stall_timeout > 0 and seconds > self.stall_timeout and self._watch.is_set():
             self._end("failed", f"rank {self.rank} itself made no progress for {seconds:.1f} s (the process was "
                       f"stopped or starved; --stall-timeout {self.stall_timeout:g})", EXIT_FAILED)
         self._judge_after = now + self.stall_timeout + self.notice_after
 
-    def _on_signal(self, signum: int) -> None:
+    def _on_signal(self, signum: int, sender: int) -> None:
         name = signal.Signals(signum).name
+        by_launcher = sender == self._launcher and _silences_output(sender)
         if self.rank == 0:
             lost = self._dead_peers()
             if lost:
-                self._end("failed", _lost_message(lost), EXIT_FAILED)
+                self._end("failed", _lost_message(lost), EXIT_FAILED, by_launcher)
             else:
-                self._end("interrupted", f"signal {name}", EXIT_INTERRUPTED)
+                self._end("interrupted", f"signal {name}" + (" from mpiexec" if by_launcher else ""),
+                          EXIT_INTERRUPTED, by_launcher)
+        elif by_launcher:
+            if self.claim():  # rank 0 reports; this process only waits for the launcher to end it
+                self._exit_at, self._exit_code = time.monotonic() + self.grace, EXIT_INTERRUPTED
         elif self.claim():
             self._send((f"signal {name}", "interrupted", EXIT_INTERRUPTED), TAG_FAIL)
             self._self_abort_at = time.monotonic() + self.grace
@@ -198,8 +195,8 @@ class Supervisor(threading.Thread):
         if not lost:
             return
         self._reported_lost.update(lost)
-        if self.rank == 0:
-            self._end("failed", _lost_message(lost), EXIT_FAILED)
+        if self.rank == 0:  # Open MPI's launcher has seen it too and is ending the job
+            self._end("failed", _lost_message(lost), EXIT_FAILED, _silences_output(self._launcher))
         else:
             self._send(lost, TAG_LOST)
 
@@ -229,14 +226,17 @@ class Supervisor(threading.Thread):
     def _send(self, payload: object, tag: int) -> None:
         self._sends.append(self.comm.isend(payload, dest=0, tag=tag))
 
-    def _end(self, status: str, message: str, code: int) -> None:
+    def _end(self, status: str, message: str, code: int, by_launcher: bool = False) -> None:
         if not self.claim():
             return
         try:
-            self.fatal(status, message, code)
+            self.fatal(status, message, code, by_launcher)
         except BaseException as exc:  # noqa: BLE001 - the job must end even if marking the trace fails
-            _say_only(status, f"{message} (could not mark the trace: {exc})", code)
-        self._abort(code)
+            _say_only(status, f"{message} (could not mark the trace: {exc})", code, by_launcher)
+        if by_launcher:
+            self._exit_at, self._exit_code = time.monotonic() + self.grace, code
+        else:
+            self._abort(code)
 
 
 def _ranks(ranks: list[int]) -> str:
@@ -247,7 +247,13 @@ def _lost_message(ranks: list[int]) -> str:
     return f"{_ranks(ranks)} lost: the process ended without a report (killed by a signal, or crashed)"
 
 
-def _say_only(status: str, message: str, code: int) -> None:
-    from ..outcome import say_to_user
+def _silences_output(pid: int) -> bool:
+    from ..outcome import silences_output
 
-    say_to_user(f"crpsgd_mpi: {status}: {message}")
+    return silences_output(pid)
+
+
+def _say_only(status: str, message: str, code: int, by_launcher: bool = False) -> None:
+    from ..outcome import say, say_to_launcher
+
+    (say_to_launcher if by_launcher else say)(f"crpsgd_mpi: {status}: {message}")

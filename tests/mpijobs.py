@@ -1,0 +1,133 @@
+"""Jobs typed as a user types them: a shell that has only sourced the environment's activation script runs the plain
+`mpiexec -n N python -m crpsgd_mpi.run ...`; the test can find each rank's process, signal it, and check that nothing
+is left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crpsgd_mpi.procs import kill_tree, process_alive, process_tree, send
+
+ACTIVATE = Path(sys.executable).parent / "activate"
+#: Settings a developer's shell may carry; a user's fresh shell has none (the installed files decide).
+OVERRIDES = ("OMPI_", "OPAL_", "PRTE_", "PMIX_", "PMI_", "HYDRA_", "MPIR_", "MPICH_")
+_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")
+
+
+def fresh_env(**extra: str) -> dict[str, str]:
+    """A login-like environment: no MPI settings and no activated environment, only what a shell starts with."""
+    keep = ("PATH", "HOME", "LANG", "TERM", "USER", "LOGNAME", "TMPDIR", "CRPSGD_CACHE")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    for var in ("PATH",):  # drop the test runner's venv from PATH: the activation puts it back
+        env[var] = os.pathsep.join(p for p in env.get(var, "").split(os.pathsep) if not p.startswith(sys.prefix))
+    env.update(extra)
+    return env
+
+
+@dataclass
+class ShellJob:
+    """`bash -c '. activate && <command>'` in a session of its own, output in a temporary file."""
+
+    command: str
+    cwd: Path
+    env: dict[str, str] = field(default_factory=fresh_env)
+
+    def __post_init__(self) -> None:
+        script = f'. "{ACTIVATE}" && exec {self.command}'
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     cwd=self.cwd, env=self.env, start_new_session=True)
+        self.tree: set[int] = set()
+        self._chunks: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+            self._chunks.append(chunk)
+
+    def ranks(self, n: int, timeout: float = 60.0) -> dict[int, int]:
+        """{rank: pid} once all `n` ranks have started."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = {}
+            for pid in process_tree(self.proc.pid):
+                self.tree.add(pid)
+                rank = _rank_of(pid)
+                if rank is not None and _is_python(pid):
+                    found[rank] = pid
+            if len(found) == n:
+                return found
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"ranks did not start: {self.output()}")
+
+    def wait(self, timeout: float) -> int | None:
+        """Exit status, or None if it had to be killed after `timeout` seconds."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def seconds(self) -> float:
+        """Since the start."""
+        return time.monotonic() - self.t0
+
+    def output(self) -> str:
+        """Everything the job printed so far (NULs that Open MPI sometimes emits removed); after `wait`, all of it
+        (the pipe stays open while any process holds it)."""
+        if self.proc.poll() is not None:
+            self._reader.join(timeout=10)
+        return b"".join(self._chunks).decode("utf-8", "replace").replace("\0", "")
+
+    def leftovers(self, grace: float = 5.0) -> list[int]:
+        """Processes of this job still alive `grace` seconds after it ended (then killed)."""
+        self.tree.update(process_tree(self.proc.pid))
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(process_alive(p) for p in self.tree):
+            time.sleep(0.05)
+        alive = sorted(p for p in self.tree if process_alive(p))
+        send(alive)
+        return alive
+
+    def kill(self) -> None:
+        """Kill everything the job started."""
+        self.tree.update(process_tree(self.proc.pid))
+        kill_tree(self.proc.pid)
+        send(self.tree)
+        self.proc.wait(timeout=30)
+
+
+def ours(output: str) -> list[str]:
+    """The lines our program printed (MPI's own banners excluded)."""
+    return [ln for ln in output.splitlines() if ln.startswith("crpsgd_mpi")]
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = dict(item.split(b"=", 1) for item in fh.read().split(b"\0") if b"=" in item)
+    except OSError:
+        return None
+    for var in _RANK_VARS:
+        value = env.get(var.encode(), b"")
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+def _is_python(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"crpsgd_mpi.run" in fh.read() and "python" in os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return False
