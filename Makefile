@@ -13,7 +13,7 @@ help:
 	@echo "make test     the whole test suite (unit + multi-rank under mpiexec)"
 	@echo "make install  virtual environment in $(VENV) with the package, Open MPI wheel, test tools"
 	@echo "make figures  run every experiment family without a complete trace, then draw figures/ and the table"
-	@echo "make bench    performance ratios (kernel vs DRAM read, simulator vs raw mpi4py loop, local vs MPI)"
+	@echo "make bench    performance ratios (kernel vs DRAM read, simulator vs raw mpi4py loop, local vs MPI, schedule cost vs rho)"
 	@echo "make lint     ruff"
 
 $(STAMP): setup.cfg setup.py

@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterator
 from fractions import Fraction
 from itertools import chain, count, repeat
 
-#: Fractional bits the bracket of `FloorPowers` starts with; its absolute width after k steps is at most
-#: 2k (B_k + 1) 2^-bits, so with 256 bits the approximation decides every floor of any practical run.
+#: Fractional bits the bracket of `FloorPowers` starts with. Its width after k steps is at most
+#: 2 (r^k - 1)/(r - 1) <= 2k (B_k + 1) units of 2^-bits, so for k, B_k < 2^64 the exact fallback runs only where
+#: B1 r^k lies within 2^-120 of an integer without being one.
 GUARD_BITS = 256
 
 
