@@ -23,7 +23,7 @@ help:
 	@echo "make test     the whole test suite (unit + multi-rank under mpiexec); MPI=mpich for the MPICH wheel"
 	@echo "make install  virtual environment $(VENV) with the package, the $(MPI) wheel and test tools, MPI configured"
 	@echo "make figures  run every experiment family without a complete trace, then draw figures/ and the table"
-	@echo "make bench    performance ratios (kernel vs DRAM read, simulator vs raw mpi4py loop, local vs MPI)"
+	@echo "make bench    performance ratios (kernel vs DRAM read, simulator vs raw mpi4py loop, local vs MPI, schedule cost vs rho)"
 	@echo "make lint     ruff"
 
 $(STAMP): setup.cfg setup.py crpsgd_mpi/mpienv.py

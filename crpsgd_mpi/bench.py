@@ -1,5 +1,6 @@
 """`make bench`: performance as ratios measured in one run (kernel vs memory bandwidth, simulator vs a raw
-mpi4py loop, in-process vs mpiexec, growth in T and N, memory, reduction cost); prints a table, writes JSON."""
+mpi4py loop, in-process vs mpiexec, growth in T and N, memory, reduction cost, cost of CR-PSGD's batch schedule
+across rho); prints a table, writes JSON."""
 
 from __future__ import annotations
 
@@ -11,19 +12,23 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from .algorithms import Algorithm
 from .launch import run_job
 from .problems import dense_minibatch_grads, sparse_minibatch_grad
+from .schedules import BatchSchedule, Geometric
+from .theory import Constants
 from .trace import read_trace
 
 REPO = Path(__file__).resolve().parents[1]
 ALGORITHMS = ("cr-psgd", "psgd", "local-sgd", "catalyst")
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+SCHEDULE_RHOS = (1.0001, 1.01, 1.5)
 
 
 def stats(values: Sequence[float]) -> dict[str, float]:
@@ -157,6 +162,77 @@ def reduction_cost(n: int, T: int, data: list[str], repeats: int, tmp: Path) -> 
     return out
 
 
+class _Listed(BatchSchedule):
+    """Batch sizes replayed from a list: the reference a schedule's own cost is measured against."""
+
+    def __init__(self, batches: list[int]) -> None:
+        self.batches = batches
+
+    def batch(self, t: int) -> int:
+        return self.batches[t - 1]
+
+    def sizes(self) -> Iterator[int]:
+        return iter(self.batches)
+
+    def describe(self) -> str:
+        return f"listed: {len(self.batches)} batches"
+
+
+def _cr_psgd_round_time(args: list[str], replay: list[int] | None, out: Path) -> float:
+    """Round-loop seconds of an in-process run; with `replay`, CR-PSGD reads its batches from that list."""
+    from .comm import make_backend
+    from .run import Session, parse_config
+
+    class Replayed(Session):
+        def _algorithm(self, c: Constants, period: int) -> Algorithm:
+            algorithm = super()._algorithm(c, period)
+            if replay is not None:
+                algorithm.schedule = _Listed(replay)  # type: ignore[attr-defined]
+            return algorithm
+
+    cfg = parse_config([*args, "--out", str(out), "--overwrite", "--quiet"])
+    if Replayed(cfg, make_backend(cfg.backend, cfg.workers, cfg.reduction)).execute() != 0:
+        raise RuntimeError(f"run failed: {args}")
+    return float(read_trace(out).rounds["wall_time"][-1])
+
+
+def schedule_cost(T_raw: int, T_run: int, workers: int, repeats: int, runs: int, tmp: Path) -> dict[str, object]:
+    """CR-PSGD's per-round cost across rho. Raw: ns per round of iterating Geometric(1, rho).within(T_raw).
+    Run: rounds/s of an in-process CR-PSGD run (B1 = 1, same T_run for every rho) against the same run with the
+    batches replayed from a precomputed list (alternated): the ratio is the schedule's share of a round. Rounds/s
+    alone differ with rho because a larger rho spends the same SFO in fewer, larger batches."""
+    raw, run = {}, {}
+    for rho in SCHEDULE_RHOS:
+        rounds = len(list(Geometric(1, rho).within(T_raw)))
+        loops = max(1, 200_000 // rounds)
+
+        def iterate(rho: float = rho, loops: int = loops) -> None:
+            for _ in range(loops):
+                for _ in Geometric(1, rho).within(T_raw):
+                    pass
+
+        per = timed(iterate, repeats)
+        raw[str(rho)] = {k: v / (loops * rounds) for k, v in per.items()} | {"rounds": rounds}
+    for rho in SCHEDULE_RHOS:
+        args = ["--backend", "local", "--workers", str(workers), "--algorithm", "cr-psgd", "--B1", "1",
+                "--rho", str(rho), "--T", str(T_run), "--eval-points", "2"]
+        batches = list(Geometric(1, rho).within(T_run))
+        own, replayed = [], []
+        for _ in range(runs):
+            own.append(_cr_psgd_round_time(args, None, tmp / "own.h5"))
+            replayed.append(_cr_psgd_round_time(args, batches, tmp / "replayed.h5"))
+        a, b = read_trace(tmp / "own.h5"), read_trace(tmp / "replayed.h5")
+        same = np.array_equal(a.rounds["batch_size"], b.rounds["batch_size"]) and np.array_equal(a.x, b.x)
+        med, med_replayed = float(np.median(own)), float(np.median(replayed))
+        run[str(rho)] = {"rounds": len(batches), "sfo": sum(batches), "own": stats(own), "replayed": stats(replayed),
+                         "rounds_per_s": len(batches) / med, "sfo_per_s": sum(batches) / med,
+                         "ratio": med / med_replayed, "schedule_us_per_round": (med - med_replayed) / len(batches) * 1e6,
+                         "identical": bool(same)}
+    ns = [v["median"] for v in raw.values()]
+    return {"T_raw": T_raw, "T_run": T_run, "workers": workers, "raw": raw, "run": run,
+            "raw_max_over_min": max(ns) / min(ns)}
+
+
 def _mm(s: dict[str, float], scale: float = 1.0, unit: str = "s") -> str:
     return f"{s['median'] * scale:.3g} {unit} [{s['min'] * scale:.3g}-{s['max'] * scale:.3g}]"
 
@@ -185,6 +261,15 @@ def report(r: dict[str, object]) -> str:
     c = r["reduction_cost"]
     lines.append(f"ordered vs allreduce reduction: {_mm(c['ordered'])} vs {_mm(c['allreduce'])} = "
                  f"{c['ordered_over_allreduce']:.2f}x")
+    sc = r["schedule_cost"]
+    lines.append(f"CR-PSGD schedule, raw iteration per round (T={sc['T_raw']:.0e}): " + "; ".join(
+        f"rho={rho} {_mm(v, 1e9, 'ns')} ({v['rounds']} rounds)" for rho, v in sc["raw"].items())
+        + f"; max/min {sc['raw_max_over_min']:.2f}x")
+    for rho, v in sc["run"].items():
+        lines.append(f"CR-PSGD in process, rho={rho}, T={sc['T_run']}, N={sc['workers']}: {v['rounds']} rounds in "
+                     f"{_mm(v['own'])} = {v['rounds_per_s']:.3g} rounds/s ({v['sfo_per_s']:.3g} SFO/s); with the "
+                     f"batches replayed {_mm(v['replayed'])}: ratio {v['ratio']:.3f}, schedule "
+                     f"{v['schedule_us_per_round']:+.2f} us/round; same batches and x: {v['identical']}")
     return "\n".join(lines)
 
 
@@ -209,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         r["growth_N"] = growth([1, 2] if q else [1, 2, 4, 8, 16], "workers", {"T": T}, tmp)
         r["memory"] = peak_memory(2 if q else 10, real, runs, tmp)
         r["reduction_cost"] = reduction_cost(2 if q else 10, 100 if q else 3000, real, runs, tmp)
+        r["schedule_cost"] = schedule_cost(10**6 if q else 10**12, 3000 if q else 200_000, 2, reps, reps, tmp)
     ns.json.write_text(json.dumps(r, indent=1))
     print(report(r))
     print(f"results in {ns.json}")

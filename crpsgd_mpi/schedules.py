@@ -2,9 +2,116 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
+from itertools import chain, count, repeat
+
+#: Fractional bits the bracket of `FloorPowers` starts with. Its width after k steps is at most
+#: 2 (r^k - 1)/(r - 1) <= 2k (B_k + 1) units of 2^-bits, so for k, B_k < 2^64 the exact fallback runs only where
+#: B1 r^k lies within 2^-120 of an integer without being one.
+GUARD_BITS = 256
+
+
+def exact_ratio(x: float) -> Fraction:
+    """An int exactly; a float as the rational value of its shortest decimal repr (1.2 -> 6/5)."""
+    return Fraction(x) if isinstance(x, int) else Fraction(repr(float(x)))
+
+
+class FloorPowers(Iterator[int]):
+    """floor(B1 r^k) for k = 0, 1, 2, ..., exactly, for a rational r = p/q > 1, in O(1) amortised per term
+    (for terms of bounded size, as under a budget; exact arithmetic would cost O(k) for term k).
+
+    Keeps integers lo, e with lo <= B1 r^k 2^s <= lo + e, stepped by lo <- floor(lo p / q) (remainder rem)
+    and e <- ceil(e p / q) + [rem > 0]: a rigorous bracket of the exact value, since
+    ceil((lo + e) p / q) <= floor(lo p / q) + [rem > 0] + ceil(e p / q). The term is lo >> s when that
+    equals (lo + e) >> s. Otherwise (the value lies within e 2^-s of an integer, or e has grown) the term is
+    computed exactly as B1 p^k // q^k and the bracket restarted from the exact value, at a precision with room
+    for twice the bits of k and of the term. An exact integer B1 r^k never needs that: x 2^s integral means
+    q^k divides B1 2^s, so every earlier step divided exactly and e = 0."""
+
+    __slots__ = ("B1", "p", "q", "bits", "k", "s", "lo", "e", "exact_evaluations")
+
+    def __init__(self, B1: int, r: Fraction, bits: int = GUARD_BITS) -> None:
+        if B1 < 1 or not r > 1:
+            raise ValueError("need B1 >= 1 and r > 1")
+        self.B1, self.p, self.q, self.bits = B1, r.numerator, r.denominator, bits
+        self.k, self.s, self.lo, self.e = 0, bits, B1 << bits, 0
+        self.exact_evaluations = 0
+
+    def __next__(self) -> int:
+        lo, e, s = self.lo, self.e, self.s
+        n = lo >> s
+        if e and (lo + e) >> s != n:
+            n = self._restart()
+            lo, e = self.lo, self.e
+        p, q = self.p, self.q
+        self.lo, rem = divmod(lo * p, q)
+        if e or rem:
+            self.e = -(-e * p // q) + (rem != 0)
+        self.k += 1
+        return n
+
+    def _restart(self) -> int:
+        k = self.k
+        num, den = self.B1 * self.p**k, self.q**k
+        n = num // den
+        self.s = max(self.s, self.bits + 2 * (k.bit_length() + n.bit_length() + 2))
+        self.lo, rem = divmod(num << self.s, den)
+        self.e = int(rem != 0)
+        self.exact_evaluations += 1
+        return n
+
+
+class _Cursor:
+    """Random access into an endless sequence by re-reading it: forward steps are O(1), a step back restarts."""
+
+    __slots__ = ("fresh", "it", "i", "value")
+
+    def __init__(self, fresh: Callable[[], Iterator[int]]) -> None:
+        self.fresh, self.it, self.i, self.value = fresh, fresh(), -1, 0
+
+    def at(self, i: int) -> int:
+        if i < 0:
+            raise ValueError("rounds are numbered from 1")
+        if i < self.i:
+            self.it, self.i = self.fresh(), -1
+        while self.i < i:
+            self.value, self.i = next(self.it), self.i + 1
+        return self.value
+
+
+def _ilog(base: int, m: int) -> int:
+    """Largest k >= 0 with base^k <= m (base >= 2, m >= 1): a float estimate, corrected exactly."""
+    k = max(int(math.log(m) / math.log(base)), 0)
+    while k and base**k > m:
+        k -= 1
+    while base ** (k + 1) <= m:
+        k += 1
+    return k
+
+
+def _staged_counts(B1: int, r: Fraction, every: int, budget: int) -> tuple[int, int]:
+    """(rounds, SFO) under `budget` of the schedule running c_k = floor(B1 r^k) for `every` rounds, k = 0, 1, ...
+
+    The first K stages cost every S_K. Integer r: S_K = B1 (r^K - 1)/(r - 1), so K is the largest with
+    r^K <= (budget // every)(r - 1) // B1 + 1, an integer logarithm. Other r: the sum of floors has no closed
+    form; the stages are walked with the exact `FloorPowers`, O(K) = O(log(budget) / log r) steps. Then the
+    unfinished stage K runs (budget - every S_K) // c_K < every rounds."""
+    budget = max(budget, 0)
+    if r.denominator == 1:
+        base = r.numerator
+        K = _ilog(base, (budget // every) * (base - 1) // B1 + 1)
+        used, c = every * B1 * ((base**K - 1) // (base - 1)), B1 * base**K
+    else:
+        used = K = 0
+        for c in FloorPowers(B1, r):
+            if used + every * c > budget:
+                break
+            used, K = used + every * c, K + 1
+    extra = (budget - used) // c
+    return K * every + extra, used + extra * c
 
 
 class BatchSchedule(ABC):
@@ -14,35 +121,60 @@ class BatchSchedule(ABC):
     def batch(self, t: int) -> int:
         """Batch size used in round t (1-based)."""
 
+    @abstractmethod
+    def describe(self) -> str:
+        """One line: the schedule's name and formula with its parameters."""
+
+    def sizes(self) -> Iterator[int]:
+        """B_1, B_2, ... without end, O(1) amortised each."""
+        return map(self.batch, count(1))
+
     def within(self, budget: int) -> Iterator[int]:
         """Batch sizes of the rounds run under a per-worker SFO budget: round t runs while
         B_1 + ... + B_t <= budget (the test includes the batch about to be used)."""
-        used, t = 0, 1
-        while True:
-            b = self.batch(t)
+        used = 0
+        for b in self.sizes():
             if used + b > budget:
                 return
             used += b
             yield b
-            t += 1
+
+    def rounds_and_sfo(self, budget: int) -> tuple[int, int]:
+        """(rounds, SFO per worker) of `within(budget)`; here by running it, in subclasses in closed form."""
+        batches = list(self.within(budget))
+        return len(batches), sum(batches)
 
 
 class Geometric(BatchSchedule):
-    """CR-PSGD: B_1 given, B_{t+1} = floor(rho^t B_1), computed exactly in rational arithmetic on the
-    decimal value of rho (so rho = 1.2 gives floor(1.2^t B_1) of the real 1.2, free of rounding)."""
+    """CR-PSGD: B_t = floor(rho^(t-1) B1), exactly, with rho the rational value of its decimal repr (so
+    rho = 1.2 gives floor(1.2^t B1) of the real 1.2, free of rounding). O(1) amortised per round for any rho
+    (`FloorPowers`); counts in closed form for integer rho (`_staged_counts`)."""
 
     def __init__(self, B1: int, rho: float) -> None:
         if B1 < 1 or not rho > 1:
             raise ValueError("need B1 >= 1 and rho > 1")
         self.B1, self.rho = B1, rho
-        self._rho = Fraction(repr(float(rho)))
+        self._rho = exact_ratio(rho)
+        self._cursor = _Cursor(self.sizes)
 
     def batch(self, t: int) -> int:
-        return int(self._rho ** (t - 1) * self.B1)
+        return self._cursor.at(t - 1)
+
+    def sizes(self) -> Iterator[int]:
+        return FloorPowers(self.B1, self._rho)
+
+    def rounds_and_sfo(self, budget: int) -> tuple[int, int]:
+        return _staged_counts(self.B1, self._rho, 1, budget)
+
+    def describe(self) -> str:
+        return f"geometric: B_t = floor({self.B1} * {self._rho_text()}^(t-1))"
+
+    def _rho_text(self) -> str:
+        return str(self._rho.numerator) if self._rho.denominator == 1 else repr(float(self.rho))
 
 
 class Constant(BatchSchedule):
-    """Fixed batch B every round."""
+    """Fixed batch B every round: floor(T / B) rounds."""
 
     def __init__(self, B: int) -> None:
         if B < 1:
@@ -51,3 +183,69 @@ class Constant(BatchSchedule):
 
     def batch(self, t: int) -> int:
         return self.B
+
+    def sizes(self) -> Iterator[int]:
+        return repeat(self.B)
+
+    def rounds_and_sfo(self, budget: int) -> tuple[int, int]:
+        R = max(budget, 0) // self.B
+        return R, R * self.B
+
+    def describe(self) -> str:
+        return f"constant: B_t = {self.B}"
+
+
+class Linear(BatchSchedule):
+    """B_t = B1 t. R rounds cost B1 R (R + 1) / 2, so R is the largest with R (R + 1) <= floor(2 T / B1):
+    R = (isqrt(4 floor(2 T / B1) + 1) - 1) // 2."""
+
+    def __init__(self, B1: int) -> None:
+        if B1 < 1:
+            raise ValueError("need B1 >= 1")
+        self.B1 = B1
+
+    def batch(self, t: int) -> int:
+        return self.B1 * t
+
+    def sizes(self) -> Iterator[int]:
+        return count(self.B1, self.B1)
+
+    def rounds_and_sfo(self, budget: int) -> tuple[int, int]:
+        m = 2 * max(budget, 0) // self.B1
+        R = (math.isqrt(4 * m + 1) - 1) // 2
+        return R, self.B1 * R * (R + 1) // 2
+
+    def describe(self) -> str:
+        return f"linear: B_t = {self.B1} t"
+
+
+class Step(BatchSchedule):
+    """Increase the batch instead of decaying the step [Smith et al., ICLR 2018]: the batch is multiplied by
+    `factor` every `every` rounds, B_t = floor(B1 factor^floor((t-1)/every)), exactly as in `Geometric` (an int
+    factor exactly, a float by its decimal repr). Counts in closed form for an integer factor."""
+
+    def __init__(self, B1: int, factor: float, every: int) -> None:
+        if B1 < 1 or not factor > 1 or every < 1:
+            raise ValueError("need B1 >= 1, factor > 1 and every >= 1")
+        self.B1, self.factor, self.every = B1, factor, every
+        self._factor = exact_ratio(factor)
+        self._stages = _Cursor(self._stage_sizes)
+
+    def _stage_sizes(self) -> Iterator[int]:
+        return FloorPowers(self.B1, self._factor)
+
+    def batch(self, t: int) -> int:
+        if t < 1:
+            raise ValueError("rounds are numbered from 1")
+        return self._stages.at((t - 1) // self.every)
+
+    def sizes(self) -> Iterator[int]:
+        return chain.from_iterable(repeat(c, self.every) for c in self._stage_sizes())
+
+    def rounds_and_sfo(self, budget: int) -> tuple[int, int]:
+        return _staged_counts(self.B1, self._factor, self.every, budget)
+
+    def describe(self) -> str:
+        f = self._factor
+        text = str(f.numerator) if f.denominator == 1 else repr(float(self.factor))
+        return f"step: B_t = floor({self.B1} * {text}^floor((t-1)/{self.every}))"

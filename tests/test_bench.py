@@ -18,3 +18,4 @@ def test_bench_quick(tmp_path: Path) -> None:
     assert all(v["identical"] is True for v in res["local_vs_mpi"].values())
     assert res["memory"]["ranks"] == 2
     assert all(v["rounds"] > 0 for v in res["sim_vs_raw"].values())
+    assert all(v["rounds"] > 0 and v["identical"] is True for v in res["schedule_cost"]["run"].values())
