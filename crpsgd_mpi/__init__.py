@@ -1,3 +1,28 @@
-"""crpsgd_mpi: an MPI research simulator for parallel SGD with dynamic batch sizes (Yu & Jin, ICML 2019)."""
+"""crpsgd_mpi: an MPI research simulator for parallel SGD with dynamic batch sizes (Yu & Jin, ICML 2019).
 
-__version__ = "0.1.0"
+The Python API (imported on first use, so that `import crpsgd_mpi` stays cheap on every MPI rank):
+`simulate(**options) -> Trace`, `load_trace(path) -> Trace`; `Algorithm`, `Setting`, `Workers` and the registries
+with their decorators for plug-ins; the exceptions `InputError`, `RunFailed`, `RunDiverged`, `RunInterrupted`.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "simulate": "api", "load_trace": "trace", "Trace": "trace", "Config": "config",
+    "Algorithm": "algorithms.base", "Setting": "algorithms.base", "register_algorithm": "algorithms.base",
+    "BatchSchedule": "schedules", "Plan": "schedules", "Workers": "workers",
+    "ALGORITHMS": "registry", "SCHEDULES": "registry", "PROBLEMS": "registry", "DATASETS": "registry",
+    "InputError": "errors", "RunFailed": "errors", "RunDiverged": "errors", "RunInterrupted": "errors",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,11 +18,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from .algorithms import Algorithm
 from .launch import run_job
 from .problems import dense_minibatch_grads, sparse_minibatch_grad
 from .schedules import BatchSchedule, Geometric
-from .theory import Constants
 from .trace import read_trace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +73,7 @@ def _sim(n: int, args: list[str], out: Path) -> float:
                       "--overwrite", "--quiet"], timeout=900)
     if res.returncode != 0:
         raise RuntimeError(res.stderr)
-    return float(read_trace(out).rounds["wall_time"][-1])  # evaluations and trace writes are off the clock
+    return float(read_trace(out).rounds["wall_time"].iloc[-1])  # evaluations and trace writes are off the clock
 
 
 def sim_vs_raw(n: int, algo: str, T: int, param: str, repeats: int, tmp: Path) -> dict[str, object]:
@@ -130,7 +128,7 @@ def growth(values: list[int], vary: str, fixed: dict[str, int], tmp: Path) -> di
             p = tmp / "growth.h5"
             main(["--backend", "local", "--workers", str(params["workers"]), "--algorithm", algo,
                   "--T", str(params["T"]), "--eval-points", "2", "--out", str(p), "--overwrite", "--quiet"])
-            times.append(max(float(read_trace(p).rounds["wall_time"][-1]), 1e-6))
+            times.append(max(float(read_trace(p).rounds["wall_time"].iloc[-1]), 1e-6))
         out[algo] = {vary: values, "s": times, "exponent": float(np.polyfit(np.log(values), np.log(times), 1)[0])}
     return out
 
@@ -179,21 +177,20 @@ class _Listed(BatchSchedule):
 
 
 def _cr_psgd_round_time(args: list[str], replay: list[int] | None, out: Path) -> float:
-    """Round-loop seconds of an in-process run; with `replay`, CR-PSGD reads its batches from that list."""
-    from .comm import make_backend
-    from .run import Session, parse_config
+    """Round-loop seconds of an in-process run; with `replay`, CR-PSGD reads its batches from that list (a schedule
+    registered for the purpose, as a plug-in would)."""
+    from .api import execute
+    from .registry import SCHEDULES
+    from .run import parse_config
 
-    class Replayed(Session):
-        def _algorithm(self, c: Constants, period: int) -> Algorithm:
-            algorithm = super()._algorithm(c, period)
-            if replay is not None:
-                algorithm.schedule = _Listed(replay)  # type: ignore[attr-defined]
-            return algorithm
-
+    if replay is not None:
+        SCHEDULES.register("bench-replay", lambda cfg: _Listed(replay), replace=True)
+        args = [*args, "--schedule", "bench-replay"]
     cfg = parse_config([*args, "--out", str(out), "--overwrite", "--quiet"])
-    if Replayed(cfg, make_backend(cfg.backend, cfg.workers, cfg.reduction)).execute() != 0:
+    assert cfg is not None
+    if execute(cfg).exit_code != 0:
         raise RuntimeError(f"run failed: {args}")
-    return float(read_trace(out).rounds["wall_time"][-1])
+    return float(read_trace(out).rounds["wall_time"].iloc[-1])
 
 
 def schedule_cost(T_raw: int, T_run: int, workers: int, repeats: int, runs: int, tmp: Path) -> dict[str, object]:

@@ -14,7 +14,6 @@ import tomllib
 
 from .errors import InputError
 
-ALGORITHMS = ("cr-psgd", "catalyst", "psgd", "local-sgd")
 REGULARIZERS = ("l2", "nonconvex", "none")
 BACKENDS = ("auto", "mpi", "local")
 REDUCTIONS = ("ordered", "allreduce")
@@ -28,10 +27,19 @@ DEFAULT_FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 class Config:
     """Everything a run needs; `None` for gamma/theta/workers means "derive it" (see `resolve`)."""
 
-    algorithm: str = field(default="cr-psgd", metadata={"help": "algorithm to run: " + ", ".join(ALGORITHMS)})
+    algorithm: str = field(default="cr-psgd", metadata={"help": "algorithm to run (registered: see --list)"})
     T: int = field(default=10_000, metadata={"help": "per-worker SFO budget"})
     B1: int = field(default=1, metadata={"help": "first batch size of CR-PSGD (also the inner one of catalyst)"})
     rho: float = field(default=1.1, metadata={"help": "batch growth factor of CR-PSGD, > 1"})
+    schedule: str = field(
+        default="geometric",
+        metadata={"help": "batch schedule of cr-psgd and catalyst's inner loop: geometric (Algorithm 1), linear, "
+                  "step, norm-test, or a plug-in's"},
+    )
+    step_factor: float = field(default=2.0, metadata={"help": "schedule 'step': multiply the batch by this, > 1"})
+    step_every: int = field(default=10, metadata={"help": "schedule 'step': ... every this many rounds"})
+    norm_theta: float = field(
+        default=0.5, metadata={"help": "schedule 'norm-test': grow the batch while Var(g) > norm_theta^2 ||g||^2"})
     gamma: float | None = field(default=None, metadata={"help": "step size (default: theory-derived from L)"})
     theta: float | None = field(default=None, metadata={"help": "catalyst proximal weight (default 2L)"})
     batch_size: int = field(default=1, metadata={"help": "psgd: fixed per-worker batch size"})
@@ -76,6 +84,11 @@ class Config:
                   "that did not arrive (must exceed the longest computation between two rounds); 0 disables"},
     )
     quiet: bool = field(default=False, metadata={"help": "print nothing but errors"})
+    plugin: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "import this module or Python file first, on every process (repeatable): it may register "
+                  "algorithms, schedules, problems and data sets"},
+    )
     fault: str | None = field(
         default=None,
         metadata={"help": "inject a failure: 'W:R' raises an exception on worker W after round R (tests the no-hang path)"},
@@ -98,6 +111,13 @@ class Config:
     @classmethod
     def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
         """Read a TOML file; `overrides` (e.g. from the command line) win over the file."""
+        merged = cls.read_toml(path)
+        merged.update({k.replace("-", "_"): v for k, v in (overrides or {}).items()})
+        return cls.from_mapping(merged, source=str(path))
+
+    @staticmethod
+    def read_toml(path: str | Path) -> dict[str, Any]:
+        """The raw settings of a TOML file (keys with '_'), not yet checked."""
         p = Path(path)
         try:
             with p.open("rb") as fh:
@@ -106,21 +126,22 @@ class Config:
             raise InputError("config", str(path), "no such file") from None
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise InputError("config", str(path), f"cannot read TOML: {exc}") from None
-        merged = {k.replace("-", "_"): v for k, v in data.items()}
-        merged.update({k.replace("-", "_"): v for k, v in (overrides or {}).items()})
-        return cls.from_mapping(merged, source=str(path))
+        return {k.replace("-", "_"): v for k, v in data.items()}
 
     def validate(self) -> None:
         """Raise InputError naming the first invalid field."""
-        _choice("algorithm", self.algorithm, ALGORITHMS)
+        from .registry import ALGORITHMS, SCHEDULES
+
+        if self.algorithm not in ALGORITHMS:
+            ALGORITHMS.get(self.algorithm)  # raises, listing what is registered
+        if self.schedule not in SCHEDULES:
+            SCHEDULES.get(self.schedule)
         _choice("regularizer", self.regularizer, REGULARIZERS)
         _choice("backend", self.backend, BACKENDS)
         _choice("reduction", self.reduction, REDUCTIONS)
         _choice("storage", self.storage, STORAGES)
         _at_least("T", self.T, 1)
         _at_least("B1", self.B1, 1)
-        if self.algorithm == "cr-psgd" and self.T < self.B1:
-            raise InputError("T", self.T, f"must be >= B1 ({self.B1}), or no round fits the budget")
         if not (math.isfinite(self.rho) and self.rho > 1):
             raise InputError("rho", self.rho, "must be a finite number > 1")
         for name in ("gamma", "theta"):
@@ -128,8 +149,11 @@ class Config:
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise InputError(name, value, "must be a finite number > 0")
         _at_least("batch_size", self.batch_size, 1)
-        if self.algorithm == "psgd" and self.batch_size > self.T:
-            raise InputError("batch_size", self.batch_size, f"must be <= T ({self.T}), or no round fits the budget")
+        if not (math.isfinite(self.step_factor) and self.step_factor > 1):
+            raise InputError("step_factor", self.step_factor, "must be a finite number > 1")
+        _at_least("step_every", self.step_every, 1)
+        if not (math.isfinite(self.norm_theta) and self.norm_theta > 0):
+            raise InputError("norm_theta", self.norm_theta, "must be a finite number > 0")
         if isinstance(self.period, str):
             _choice("period", self.period, NAMED_PERIODS)
         else:
@@ -174,7 +198,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (None kept)."""
-        return dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def to_json(self) -> str:
         """JSON of every field, keys sorted."""
@@ -205,6 +229,11 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
                 return int(text)
             return text
         raise InputError(key, value, "must be an integer >= 1, 'stich' or 'prsgd'")
+    if ann.startswith("tuple[str"):
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v for v in items):
+            raise InputError(key, value, "must be a string or a list of strings")
+        return tuple(items)
     if ann.startswith("bool"):
         if isinstance(value, bool):
             return value

@@ -1,15 +1,22 @@
-"""Exceptions shared by every layer: bad input, divergence, failures of peer ranks."""
+"""Exceptions shared by every layer: bad input, divergence, failures of peer ranks, and how a run ended (API)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .trace import Trace
+
 
 class InputError(ValueError):
-    """Bad user input: reported as one line naming the field and the value, exit status 2."""
+    """Bad user input: reported as one line naming the field and the value, exit status 2. `rank` is the MPI rank
+    that found it when only some processes did."""
 
-    def __init__(self, field: str, value: object, reason: str) -> None:
+    def __init__(self, field: str, value: object, reason: str, rank: int | None = None) -> None:
         self.field = field
         self.value = value
         self.reason = reason
+        self.rank = rank
         super().__init__(f"{field}={value!r}: {reason}")
 
 
@@ -29,3 +36,20 @@ class PeerFailure(RuntimeError):
 
 class Diverged(ArithmeticError):
     """The iterate stopped being finite."""
+
+
+class RunFailed(RuntimeError):
+    """`simulate`: the run did not complete. `status` is 'failed', 'interrupted' or 'diverged', `exit_code` what the
+    command line would exit with, `trace` what was recorded (None if no trace was written)."""
+
+    def __init__(self, status: str, message: str, exit_code: int, trace: Trace | None) -> None:
+        self.status, self.exit_code, self.trace = status, exit_code, trace
+        super().__init__(f"{status}: {message}")
+
+
+class RunDiverged(RunFailed, ArithmeticError):
+    """`simulate`: the iterate stopped being finite (lower the step size)."""
+
+
+class RunInterrupted(RunFailed, KeyboardInterrupt):
+    """`simulate`: SIGINT or SIGTERM ended the run."""

@@ -9,6 +9,7 @@ import numpy as np
 
 from .errors import Diverged
 from .ledger import EvalPlan, Ledger
+from .progress import Progress
 from .signals import deferred_signals
 from .trace import TraceWriter
 from .workers import Workers
@@ -19,11 +20,11 @@ class Monitor:
     process takes the same ones); only the process holding a TraceWriter writes."""
 
     def __init__(self, workers: Workers, ledger: Ledger, plan: EvalPlan, writer: TraceWriter | None,
-                 f_star: float | None, eval_stage_ends: bool, fault: tuple[int, int] | None = None,
+                 f_star: float | None, fault: tuple[int, int] | None = None, progress: Progress | None = None,
                  flush_rows: int = 4096, flush_seconds: float = 2.0) -> None:
         self.workers, self.ledger, self.plan, self.writer = workers, ledger, plan, writer
         self.f_star = f_star
-        self.eval_stage_ends = eval_stage_ends
+        self.progress = progress
         self.fault = fault if fault is not None and fault[0] in workers.backend.local_workers else None
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         self._last_flush = time.monotonic()
@@ -37,11 +38,10 @@ class Monitor:
         # a finite sum means every entry is finite; only an overflowing sum needs the full check
         if not math.isfinite(np.add.reduce(x, axis=None)) and not np.isfinite(x).all():
             raise Diverged(f"iterate not finite after round {self.ledger.rounds}")
-        if stage_end:
-            if self.eval_stage_ends:
-                self.evaluate(x)
-        elif self.plan.due(self.ledger.sfo):
+        if stage_end or self.plan.due(self.ledger.sfo):  # every end of an outer stage (Catalyst's y_k) is evaluated
             self.evaluate(x)
+        if self.progress is not None:
+            self.progress.round(self.ledger)
         if self.ledger.n_pending >= self.flush_rows or (
                 self.writer is not None and time.monotonic() - self._last_flush > self.flush_seconds):
             self.flush()
@@ -62,6 +62,8 @@ class Monitor:
         self._pending_evals.append(row)
         if not math.isfinite(loss):
             raise Diverged(f"objective not finite after round {self.ledger.rounds}")
+        if self.progress is not None:
+            self.progress.evaluated(loss)
         self.flush()
         return loss, gn
 

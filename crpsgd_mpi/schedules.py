@@ -1,4 +1,5 @@
-"""Batch-size schedules and the closed forms of their round and SFO counts under a budget."""
+"""Batch-size schedules (registered by name for `--schedule`), the closed forms of their round and SFO counts under a
+budget, and the adaptive norm test."""
 
 from __future__ import annotations
 
@@ -7,6 +8,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from itertools import chain, count, repeat
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import InputError
+from .registry import SCHEDULES
+
+if TYPE_CHECKING:
+    from .config import Config
 
 #: Fractional bits the bracket of `FloorPowers` starts with. Its width after k steps is at most
 #: 2 (r^k - 1)/(r - 1) <= 2k (B_k + 1) units of 2^-bits, so for k, B_k < 2^64 the exact fallback runs only where
@@ -144,6 +154,30 @@ class BatchSchedule(ABC):
         batches = list(self.within(budget))
         return len(batches), sum(batches)
 
+    def plan(self, budget: int) -> Plan:
+        """One pass under `budget`, as an algorithm consumes it (adaptive schedules override this)."""
+        return Plan(self.within(budget))
+
+
+class Plan:
+    """One pass of a schedule under a budget: `next()` gives each round's per-worker batch (None: the budget is
+    spent). An adaptive plan (`needs_spread`) also wants, after each round, the mean of the workers' gradients and
+    the mean of their squared norms (`observe`); the algorithm then sends one more number per worker in the same
+    round (the ledger counts its 8 bytes)."""
+
+    needs_spread = False
+
+    def __init__(self, batches: Iterator[int]) -> None:
+        self._batches = batches
+
+    def next(self) -> int | None:
+        """The next round's batch size, or None when the next batch does not fit the budget."""
+        return next(self._batches, None)
+
+    def observe(self, mean_grad: np.ndarray, mean_sq_norm: float, n_workers: int, batch: int) -> None:
+        """What the round just averaged (used only by adaptive plans)."""
+        return None
+
 
 class Geometric(BatchSchedule):
     """CR-PSGD: B_t = floor(rho^(t-1) B1), exactly, with rho the rational value of its decimal repr (so
@@ -249,3 +283,84 @@ class Step(BatchSchedule):
         f = self._factor
         text = str(f.numerator) if f.denominator == 1 else repr(float(self.factor))
         return f"step: B_t = floor({self.B1} * {text}^floor((t-1)/{self.every}))"
+
+
+class NormTest(BatchSchedule):
+    """Adaptive: the norm test of Byrd et al. (2012) / Big Batch SGD (De et al., 2017), data-parallel. A round's
+    averaged gradient g (N B samples) is accurate enough when its variance is small against its norm,
+    Var(g) <= theta^2 ||g||^2; otherwise the next batch is the smallest that would pass,
+    B' = ceil(B s^2 / (N theta^2 ||g||^2)), never smaller than the current one. The variance is estimated from the
+    spread of the N workers' minibatch means (each of B samples), s^2 = N/(N-1) (mean_i ||g_i||^2 - ||g||^2), which
+    estimates sigma^2 / B: this needs N >= 2 and one more number per worker in the same round, no per-sample gradient.
+    A batch larger than what is left of the budget takes what is left (the last round)."""
+
+    def __init__(self, B1: int, theta: float) -> None:
+        if B1 < 1 or not theta > 0:
+            raise ValueError("need B1 >= 1 and theta > 0")
+        self.B1, self.theta = B1, theta
+
+    def batch(self, t: int) -> int:
+        raise TypeError("the norm test's batches depend on the gradients: use plan()")
+
+    def describe(self) -> str:
+        return f"norm-test: B_1 = {self.B1}, grows when Var(g) > {self.theta:g}^2 ||g||^2"
+
+    def plan(self, budget: int) -> Plan:
+        return _NormTestPlan(self.B1, self.theta, budget)
+
+
+class _NormTestPlan(Plan):
+    needs_spread = True
+
+    def __init__(self, B1: int, theta: float, budget: int) -> None:
+        self.batch, self.theta2, self.left = B1, theta * theta, budget
+
+    def next(self) -> int | None:
+        if self.left < 1:
+            return None
+        batch = min(self.batch, self.left)
+        self.left -= batch
+        return batch
+
+    def observe(self, mean_grad: np.ndarray, mean_sq_norm: float, n_workers: int, batch: int) -> None:
+        g2 = float(mean_grad @ mean_grad)
+        spread = n_workers / (n_workers - 1) * max(mean_sq_norm - g2, 0.0)  # estimates sigma^2 / batch
+        if spread <= n_workers * self.theta2 * g2:
+            return
+        wanted = self.left if g2 == 0.0 else math.ceil(batch * spread / (n_workers * self.theta2 * g2))
+        self.batch = max(self.batch, wanted)
+
+
+@SCHEDULES.register("geometric")
+def _geometric(cfg: Config) -> BatchSchedule:
+    """B_t = floor(B1 rho^(t-1)): Algorithm 1 (--B1, --rho)."""
+    return Geometric(cfg.B1, cfg.rho)
+
+
+@SCHEDULES.register("linear")
+def _linear(cfg: Config) -> BatchSchedule:
+    """B_t = B1 t (--B1)."""
+    return Linear(cfg.B1)
+
+
+@SCHEDULES.register("step")
+def _step(cfg: Config) -> BatchSchedule:
+    """B_t = floor(B1 factor^floor((t-1)/every)): Smith et al. 2018 (--B1, --step-factor, --step-every)."""
+    return Step(cfg.B1, cfg.step_factor, cfg.step_every)
+
+
+@SCHEDULES.register("norm-test")
+def _norm_test(cfg: Config) -> BatchSchedule:
+    """Adaptive: grow the batch while Var(g) > theta^2 ||g||^2 (Byrd et al. 2012; --B1, --norm-theta; N >= 2)."""
+    return NormTest(cfg.B1, cfg.norm_theta)
+
+
+def make_schedule(cfg: Config, n_workers: int) -> BatchSchedule:
+    """The schedule `cfg.schedule` names, built from `cfg`."""
+    if cfg.schedule == "norm-test" and n_workers < 2:
+        raise InputError("schedule", cfg.schedule, "estimates the gradient variance from the spread of the workers' "
+                         "gradients: needs at least 2 workers")
+    schedule = SCHEDULES.get(cfg.schedule)(cfg)
+    if not isinstance(schedule, BatchSchedule):
+        raise InputError("schedule", cfg.schedule, f"its factory returned {type(schedule).__name__}, not a BatchSchedule")
+    return schedule

@@ -25,7 +25,8 @@ def _raise(signum: int, frame: FrameType | None) -> None:
 
 
 def install() -> None:
-    """Route SIGINT and SIGTERM to `Interrupted` (main thread only)."""
+    """Route SIGINT and SIGTERM to `Interrupted` (main thread only), nothing held back."""
+    _state["depth"], _state["pending"] = 0, 0
     for sig in HANDLED:
         signal.signal(sig, _raise)
 

@@ -6,16 +6,19 @@ import json
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from .errors import InputError
 from .ledger import EVAL_COLUMNS, ROUND_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA_VERSION = 1
 STATUSES = ("running", "complete", "failed", "interrupted", "diverged")
@@ -88,27 +91,49 @@ class TraceWriter:
 
 @dataclass
 class Trace:
-    """A trace read back into memory."""
+    """A trace read back: `attrs` (the config and versions parsed into dicts), `rounds` and `evals` as pandas
+    DataFrames (one row per round / evaluation), `x` the final iterate (None unless complete)."""
 
-    path: Path
+    path: Path | None
     attrs: dict[str, Any]
-    rounds: dict[str, np.ndarray]
-    evals: dict[str, np.ndarray]
+    rounds: pd.DataFrame
+    evals: pd.DataFrame
     x: np.ndarray | None
-    config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
         """The run's final (or current) status."""
         return str(self.attrs["status"])
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved configuration of the run (with the step sizes and L it used)."""
+        return self.attrs.get("config", {})
 
-def read_trace(path: str | Path) -> Trace:
-    """Load every dataset and attribute of a trace."""
-    with h5py.File(path, "r") as f:
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        rounds = {k: f["rounds"][k][()] for k in f["rounds"]}
-        evals = {k: f["evals"][k][()] for k in f["evals"]}
-        x = f["final"]["x"][()] if "final" in f and "x" in f["final"] else None
-    config = json.loads(attrs.get("config", "{}"))
-    return Trace(Path(path), attrs, rounds, evals, x, config)
+    def __repr__(self) -> str:
+        return (f"Trace({self.attrs.get('algorithm')}, N={self.attrs.get('N')}, T={self.attrs.get('T')}, "
+                f"{self.status}, {len(self.rounds)} rounds, {len(self.evals)} evaluations)")
+
+
+def load_trace(path: str | Path) -> Trace:
+    """Read a trace written by any version of this package (schema >= 1). A file that is not a readable trace is an
+    InputError naming it."""
+    import pandas as pd
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "rounds" not in f or "evals" not in f or "status" not in f.attrs:
+                raise InputError("trace", str(path), "not a crpsgd_mpi trace (no /rounds, /evals or status)")
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            rounds = pd.DataFrame({k: f["rounds"][k][()] for k in f["rounds"]})
+            evals = pd.DataFrame({k: f["evals"][k][()] for k in f["evals"]})
+            x = f["final"]["x"][()] if "final" in f and "x" in f["final"] else None
+    except OSError as exc:
+        raise InputError("trace", str(path), f"not a readable HDF5 file: {exc}") from None
+    for key in ("config", "versions"):
+        if isinstance(attrs.get(key), str):
+            attrs[key] = json.loads(attrs[key])
+    return Trace(Path(path), attrs, rounds, evals, x)
+
+
+read_trace = load_trace

@@ -29,6 +29,7 @@ class Workers:
         self.reg = reg
         self.ledger = ledger
         self.n = backend.n_workers
+        self.dtype = np.dtype(np.float64)
         self.k = len(data.shards)
         self.d = data.n_features
         self.m_total = data.n_samples

@@ -51,7 +51,7 @@ def test_catalyst_worked_count(tmp_path: Path) -> None:
     tr = trace_of(tmp_path, "--algorithm", "catalyst", "--workers", "4", "--T", "10000", "--B1", "1",
                   "--rho", "2", "--regularizer", "nonconvex")
     r = tr.rounds
-    assert len(r["round"]) == 1000 and r["sfo"][-1] == 6200
+    assert len(r["round"]) == 1000 and r["sfo"].iloc[-1] == 6200
     assert r["batch_size"].tolist() == [1, 2, 4, 8, 16] * 200
     assert r["stage"].tolist() == [k for k in range(1, 201) for _ in range(5)]
     # every y^(k) is evaluated
@@ -62,7 +62,7 @@ def test_catalyst_worked_count(tmp_path: Path) -> None:
 def test_psgd_counts(tmp_path: Path, N: int, T: int, B: int) -> None:
     tr = trace_of(tmp_path, "--algorithm", "psgd", "--workers", str(N), "--T", str(T), "--batch-size", str(B))
     assert len(tr.rounds["round"]) == T // B
-    assert (tr.rounds["batch_size"] == B).all() and tr.rounds["sfo"][-1] == (T // B) * B
+    assert (tr.rounds["batch_size"] == B).all() and tr.rounds["sfo"].iloc[-1] == (T // B) * B
 
 
 @pytest.mark.parametrize("period, N, T, b, H", [("stich", 10, 10_000, 1, 31), ("prsgd", 2, 10_000, 1, 5),

@@ -21,4 +21,4 @@ def test_reaches_suboptimality(tmp_path: Path, args: list[str], bound: float) ->
                    "--out", str(out)) == 0
     ev = read_trace(out).evals
     assert ev["suboptimality"][0] > 0.1  # the start is far from optimal
-    assert 0 <= ev["suboptimality"][-1] < bound
+    assert 0 <= ev["suboptimality"].iloc[-1] < bound

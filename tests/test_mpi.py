@@ -103,8 +103,8 @@ def test_sigint_marks_trace_interrupted(tmp_path: Path) -> None:
             try:
                 if out.exists() and read_trace(out).rounds["round"].size > 0:
                     break
-            except OSError:
-                pass  # caught the writer mid-append
+            except (OSError, ValueError):
+                pass  # not there yet, or caught the writer mid-append
             time.sleep(0.2)
         os.kill(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=30)

@@ -31,7 +31,7 @@ def start(tmp_path: Path, n: int = 4, extra: str = "") -> tuple[ShellJob, dict[i
         try:
             if read_trace(out).rounds["round"].size > 0:
                 break
-        except (OSError, KeyError):
+        except (OSError, KeyError, ValueError):
             pass  # not created yet, or caught mid-append
         time.sleep(0.1)
     return job, ranks, out

@@ -1,20 +1,76 @@
-"""The contract of an algorithm: given the workers and a start point, spend the budget, return x."""
+"""The contract of an algorithm: built from a `Setting`, given the workers and a start point, it spends the budget and
+returns x. Algorithms are registered by name in `ALGORITHMS` (built-ins and plug-ins alike)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from ..config import Config
+from ..errors import InputError
+from ..registry import ALGORITHMS
 from ..workers import Workers
+
+__all__ = ["ALGORITHMS", "Algorithm", "Setting", "register_algorithm"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What an algorithm is built from: the configuration, the number of workers N, and the problem's smoothness
+    estimate L (None for problems without one, e.g. neural networks: then step sizes must be given)."""
+
+    cfg: Config
+    n_workers: int
+    L: float | None
+
+    def step(self, name: str, given: float | None, default: Callable[[float], float]) -> float:
+        """`given` if set, else `default(L)`; an InputError naming `name` if neither can be had."""
+        if given is not None:
+            return given
+        if self.L is None or not self.L > 0:
+            raise InputError(name, None, "must be given: the problem has no smoothness estimate to derive it from")
+        return default(self.L)
 
 
 class Algorithm(ABC):
-    """A parallel SGD method. It talks only to `Workers` (gradients, average, end_round), so it runs
-    unchanged on every backend; every SFO and round it spends is counted there."""
+    """A parallel SGD method. It talks only to `Workers` (gradients, average, end_round, set_stage), so it runs
+    unchanged on every backend and for every problem; every SFO and round it spends is counted there.
 
-    name: str
+    A subclass implements `create` (from a `Setting`) and `run`; it may refuse, in `check`, a configuration under
+    which no round fits (called on every process before any data is loaded), and it reports in `constants` what it
+    resolved (step sizes, periods: they are recorded in the trace)."""
+
+    name: str = ""
+
+    @classmethod
+    def check(cls, cfg: Config, n_workers: int) -> None:
+        """Raise InputError naming the option when `cfg` cannot run with N workers; default: nothing to check."""
+        return None
+
+    @classmethod
+    @abstractmethod
+    def create(cls, setting: Setting) -> Algorithm:
+        """The algorithm for this run."""
 
     @abstractmethod
     def run(self, workers: Workers, x0: np.ndarray) -> np.ndarray:
         """Run to the end of the per-worker SFO budget; return the point the method returns."""
+
+    def constants(self) -> dict[str, Any]:
+        """What the algorithm resolved, for the trace's config (e.g. {"gamma": ..., "theta": ...})."""
+        return {"gamma": getattr(self, "gamma", None)}
+
+
+def register_algorithm(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
+    """Class decorator: make an `Algorithm` selectable as `--algorithm name` (built-ins use it too)."""
+
+    def add(cls: type[Algorithm]) -> type[Algorithm]:
+        cls.name = name
+        ALGORITHMS.register(name, cls)
+        return cls
+
+    return add

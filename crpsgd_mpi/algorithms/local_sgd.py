@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
+from ..config import Config
+from ..errors import InputError
 from ..workers import Workers
-from .base import Algorithm
+from .base import Algorithm, Setting, register_algorithm
 
 
 def resolve_period(period: int | str, N: int, T: int) -> int:
@@ -23,15 +26,33 @@ def resolve_period(period: int | str, N: int, T: int) -> int:
     raise ValueError(f"unknown period {period!r}")
 
 
+@register_algorithm("local-sgd")
 class LocalSGD(Algorithm):
-    """Every worker keeps its own model. A round: H local steps x_i <- x_i - gamma g_i (batch b each),
-    then one round averages the models, x_i <- mean. floor(T / (H b)) rounds; a period that does not
-    fit the remaining budget is not started. Returns the averaged model."""
+    """Local SGD / PR-SGD: H local steps on every worker's own model, then one round averages them (--period).
 
-    name = "local-sgd"
+    Every worker keeps its own model. A round: H local steps x_i <- x_i - gamma g_i (batch b each),
+    then one round averages the models, x_i <- mean. floor(T / (H b)) rounds; a period that does not
+    fit the remaining budget is not started. Returns the averaged model.
+    """
 
     def __init__(self, T: int, period: int, local_batch: int, gamma: float) -> None:
         self.T, self.H, self.b, self.gamma = T, period, local_batch, gamma
+
+    @classmethod
+    def check(cls, cfg: Config, n_workers: int) -> None:
+        period = resolve_period(cfg.period, n_workers, cfg.T)
+        if period * cfg.local_batch > cfg.T:
+            raise InputError("period", cfg.period, f"period x local_batch = {period * cfg.local_batch} "
+                             f"exceeds T = {cfg.T}: no round fits")
+
+    @classmethod
+    def create(cls, setting: Setting) -> LocalSGD:
+        cfg = setting.cfg
+        period = resolve_period(cfg.period, setting.n_workers, cfg.T)
+        return cls(cfg.T, period, cfg.local_batch, setting.step("gamma", cfg.gamma, lambda L: 1.0 / L))
+
+    def constants(self) -> dict[str, Any]:
+        return {"gamma": self.gamma, "period_resolved": self.H}
 
     @property
     def rounds(self) -> int:
@@ -39,8 +60,8 @@ class LocalSGD(Algorithm):
         return self.T // (self.H * self.b)
 
     def run(self, workers: Workers, x0: np.ndarray) -> np.ndarray:
-        x = np.array(x0, dtype=np.float64)
-        models = np.empty((workers.k, x.size))
+        x = np.array(x0, dtype=workers.dtype)
+        models = np.empty((workers.k, x.size), dtype=x.dtype)
         for _ in range(self.rounds):
             models[:] = x
             for _ in range(self.H):

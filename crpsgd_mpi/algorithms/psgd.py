@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-import numpy as np
-
+from ..config import Config
+from ..errors import InputError
 from ..schedules import Constant
-from ..workers import Workers
-from .base import Algorithm
+from .base import Setting, register_algorithm
+from .cr_psgd import CRPSGD
 
 
-class PSGD(Algorithm):
-    """floor(T / B) steps: every worker averages B stochastic gradients at x, one round averages them
-    over the workers, x <- x - gamma g. Returns the last iterate."""
+@register_algorithm("psgd")
+class PSGD(CRPSGD):
+    """Fixed-batch data-parallel SGD (--batch-size): floor(T / B) steps of one round each.
 
-    name = "psgd"
+    Every worker averages B stochastic gradients at x, one round averages them over the workers,
+    x <- x - gamma g. Returns the last iterate. (CR-PSGD with a constant schedule.)
+    """
 
-    def __init__(self, T: int, B: int, gamma: float) -> None:
-        self.T, self.gamma = T, gamma
-        self.schedule = Constant(B)
+    @classmethod
+    def check(cls, cfg: Config, n_workers: int) -> None:
+        if cfg.batch_size > cfg.T:
+            raise InputError("batch_size", cfg.batch_size, f"must be <= T ({cfg.T}), or no round fits the budget")
 
-    def run(self, workers: Workers, x0: np.ndarray) -> np.ndarray:
-        x = np.array(x0, dtype=np.float64)
-        for batch in self.schedule.within(self.T):
-            g = workers.average(workers.gradients(x, batch))
-            g *= self.gamma
-            x -= g
-            workers.end_round(x)
-        return x
+    @classmethod
+    def create(cls, setting: Setting) -> PSGD:
+        cfg = setting.cfg
+        return cls(cfg.T, Constant(cfg.batch_size), setting.step("gamma", cfg.gamma, lambda L: 1.0 / L))

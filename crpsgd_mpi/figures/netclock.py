@@ -28,5 +28,5 @@ def measure_seconds_per_sfo(d: int, batch: int = 64, repeats: int = 200, seed: i
 def eval_times(tr: Trace, net: Network, seconds_per_sfo: float) -> np.ndarray:
     """Modelled time at each evaluation of a trace (0 for the start)."""
     t = modelled_times(tr.rounds["sfo"], tr.rounds["bytes"], int(tr.attrs["N"]), net, seconds_per_sfo)
-    rounds = tr.evals["round"].astype(np.int64)
+    rounds = tr.evals["round"].to_numpy(np.int64)
     return np.where(rounds > 0, t[np.maximum(rounds - 1, 0)] if t.size else 0.0, 0.0)

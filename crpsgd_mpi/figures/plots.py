@@ -47,9 +47,9 @@ def _save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
 def _curves(traces: list[Trace], metric: str, xkey: str) -> list[Curve]:
     out = []
     for tr in traces:
-        x = tr.evals[xkey].astype(np.float64)
+        x = tr.evals[xkey].to_numpy(np.float64)
         keep = x > 0
-        out.append(Curve(x[keep], tr.evals[metric][keep]))
+        out.append(Curve(x[keep], tr.evals[metric].to_numpy()[keep]))
     return out
 
 
@@ -77,7 +77,7 @@ def study_figure(name: str, fam: Any, groups: dict[str, list[Trace]], out: Path)
         a2.axvline(R, color=c, linestyle=":", linewidth=1)
     s = np.geomspace(T / 100, T, 20)
     first = next(iter(sorted(groups.items())))[1]
-    anchor = float(np.median([tr.evals[metric][-1] for tr in first]))
+    anchor = float(np.median([tr.evals[metric].iloc[-1] for tr in first]))
     if fam.study == "pl":
         a1.plot(s, anchor * T / s, "k--", linewidth=1, label="O(1/(NT)) slope")
     else:
@@ -107,7 +107,7 @@ def time_figure(name: str, fam: Any, groups: dict[str, list[Trace]], out: Path, 
             for tr in traces:
                 t = eval_times(tr, net, spsfo)
                 keep = t > 0
-                curves.append(Curve(t[keep], tr.evals[metric][keep]))
+                curves.append(Curve(t[keep], tr.evals[metric].to_numpy()[keep]))
             _draw(ax, curves, label, colors[i % len(colors)])
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -145,7 +145,7 @@ def speedup_figure(name: str, fam: Any, groups: dict[str, list[Trace]], out: Pat
     """Final suboptimality vs N (log-log), median and IQR over seeds, fitted slope and the -1 theory line."""
     Ns, med, q1, q3 = [], [], [], []
     for traces in groups.values():
-        vals = [tr.evals["suboptimality"][-1] for tr in traces]
+        vals = [tr.evals["suboptimality"].iloc[-1] for tr in traces]
         Ns.append(int(traces[0].attrs["N"]))
         med.append(np.median(vals))
         q1.append(np.percentile(vals, 25))
@@ -172,10 +172,10 @@ def table_rows(fam: Any, groups: dict[str, list[Trace]], spsfo: float) -> list[l
     metric, _ = METRIC[fam.study]
     rows = []
     for label, traces in sorted(groups.items()):
-        ev = [tr.evals for tr in traces]
+        ev = [{c: tr.evals[c].to_numpy() for c in tr.evals.columns} for tr in traces]
         final = np.median([e[metric][-1] for e in ev])
         rounds = np.median([len(tr.rounds["round"]) for tr in traces])
-        sfo = np.median([tr.rounds["sfo"][-1] for tr in traces])
+        sfo = np.median([tr.rounds["sfo"].iloc[-1] for tr in traces])
         def to_eps(xs: list[np.ndarray], ev: list[dict[str, np.ndarray]] = ev) -> str:
             v = median_crossing(xs, [e[metric] for e in ev], fam.epsilon)
             return "not reached" if math.isnan(v) else f"{v:.3g}"

@@ -70,7 +70,7 @@ def straggler_settings(s: float, n: int) -> list[Setting]:
 def eps_cell(traces: list[Trace], metric: str, eps: float, model: ComputeModel, net: Network) -> Cell:
     """Time to eps of each trace re-timed under `model` (its straggler draws seeded by the trace's seed)."""
     times = [trace_eval_times(tr, net, model) for tr in traces]
-    reached = majority_crossings(times, [tr.evals[metric] for tr in traces], eps)
+    reached = majority_crossings(times, [tr.evals[metric].to_numpy() for tr in traces], eps)
     if not reached:
         return Cell(math.nan, math.nan, math.nan)
     return Cell(*(float(np.percentile(reached, q)) for q in (50, 25, 75)))

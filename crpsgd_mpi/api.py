@@ -1,0 +1,117 @@
+"""The Python API: `simulate(**options) -> Trace` and `load_trace(path) -> Trace`; the command line is a thin layer
+over `execute`, which is what `simulate` runs too."""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from . import signals
+from .comm import launched_by_mpi, make_backend
+from .config import Config
+from .errors import InputError, RunDiverged, RunFailed, RunInterrupted
+from .registry import load_plugins
+from .session import Outcome, Run, interactive, prepare, summary
+from .trace import Trace, load_trace
+
+__all__ = ["config_from", "execute", "load_trace", "simulate"]
+
+
+def config_from(options: Mapping[str, Any], config_file: str | Path | None = None) -> Config:
+    """A validated Config from options (command-line names with '_' or '-') over an optional TOML file; the
+    plug-ins named by either are imported first, so that what they register can be named."""
+    merged = Config.read_toml(config_file) if config_file is not None else {}
+    given = {k.replace("-", "_"): v for k, v in options.items()}
+    plugins = [p for source in (merged, given) for p in _as_list(source.get("plugin"))]
+    merged.update(given)
+    if plugins:  # the file's and the command line's, both
+        merged["plugin"] = list(dict.fromkeys(plugins))
+    load_plugins(merged.get("plugin", ()))
+    return Config.from_mapping(merged, source=str(config_file) if config_file is not None else "")
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def execute(cfg: Config, print_summary: bool = False) -> Outcome:
+    """Run `cfg` on its backend (MPI under mpiexec, else in this process) and return how it ended on this process.
+    Bad input raises InputError (on every process alike); a failure under MPI may end the process instead."""
+    backend = make_backend(cfg.backend, cfg.workers, cfg.reduction, cfg.stall_timeout)
+    try:
+        prepared = prepare(cfg, backend)
+    except InputError:
+        backend.close()
+        raise
+    outcome = Run(prepared, progress=not cfg.quiet and interactive()).execute()
+    if print_summary and outcome.status == "complete" and backend.is_root and not cfg.quiet:
+        print(summary(cfg, outcome, backend.n_workers, backend.name), flush=True)
+    return outcome
+
+
+def simulate(*, config: str | Path | None = None, **options: Any) -> Trace | None:
+    """Run one simulation with the command line's options (underscores for dashes) and return its trace.
+
+    In one process by default (`backend="local"`, `workers` virtual workers), or on the MPI ranks when this process
+    was started by mpiexec (then rank 0 gets the trace and the other ranks None). `out=None` (default) keeps the
+    trace in memory only; `out="path.h5"` writes it there.
+    `config` is a TOML file the options override. Raises InputError for bad options, RunDiverged, RunInterrupted or
+    RunFailed (with the recorded `.trace`) when the run does not complete.
+
+    >>> trace = simulate(algorithm="cr-psgd", T=2000, workers=4, quiet=True)
+    >>> trace.evals.plot(x="sfo", y="suboptimality", logx=True, logy=True)  # doctest: +SKIP
+    """
+    options = {k.replace("-", "_"): v for k, v in options.items()}
+    options.setdefault("backend", "auto" if launched_by_mpi() else "local")
+    keep = options.get("out") is not None
+    with _scratch(keep) as scratch:
+        if not keep:
+            options["out"], options["overwrite"] = str(scratch / "trace.h5"), True
+        cfg = config_from(options, config)
+        with _signals_for_the_run():
+            outcome = execute(cfg, print_summary=True)
+        return _result(outcome, in_memory=not keep)
+
+
+def _result(outcome: Outcome, in_memory: bool) -> Trace | None:
+    trace = None
+    if outcome.path is not None and outcome.path.exists():
+        trace = load_trace(outcome.path)
+        if in_memory:
+            trace.path = None
+    if outcome.status == "complete":
+        return trace
+    kind = {"diverged": RunDiverged, "interrupted": RunInterrupted}.get(outcome.status, RunFailed)
+    raise kind(outcome.status, outcome.message, outcome.exit_code, trace)
+
+
+@contextmanager
+def _scratch(keep: bool) -> Iterator[Path]:
+    if keep:
+        yield Path(".")
+        return
+    with tempfile.TemporaryDirectory(prefix="crpsgd-") as d:
+        yield Path(d)
+
+
+@contextmanager
+def _signals_for_the_run() -> Iterator[None]:
+    """SIGINT/SIGTERM end the run cleanly while it lasts; the caller's handlers (a notebook's) come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in signals.HANDLED}
+    signals.install()
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        signals.unblock()

@@ -1,0 +1,128 @@
+"""Things chosen by name (algorithms, batch schedules, problems, data sets): registries that the built-ins and
+third-party plug-ins fill the same way (a decorator or `register` call, `--plugin MODULE_OR_FILE`, entry points)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from .errors import InputError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Names to objects of one kind. Built-ins live in `builtin_module`, imported on first use; installed packages
+    add theirs through the entry-point group `crpsgd_mpi.<kind>s`; anyone can `register`."""
+
+    def __init__(self, kind: str, field: str, builtin_module: str) -> None:
+        self.kind, self.field, self.builtin_module = kind, field, builtin_module
+        self.group = f"crpsgd_mpi.{kind}s"
+        self._items: dict[str, T] = {}
+        self._loaded = False
+
+    def register(self, name: str, obj: T | None = None, *, replace: bool = False) -> Callable[[T], T] | T:
+        """`@registry.register("name")` on a class or function, or `registry.register("name", obj)`."""
+
+        def add(item: T) -> T:
+            if not name or name != name.strip() or any(c.isspace() for c in name):
+                raise ValueError(f"{self.kind} name {name!r}: must be a non-empty word")
+            if name in self._items and self._items[name] is not item and not replace:
+                raise ValueError(f"{self.kind} {name!r} is already registered (pass replace=True to override it)")
+            self._items[name] = item
+            return item
+
+        return add if obj is None else add(obj)
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        importlib.import_module(self.builtin_module)
+        for ep in entry_points(group=self.group):
+            if ep.name not in self._items:
+                try:
+                    self._items[ep.name] = ep.load()
+                except Exception as exc:  # noqa: BLE001 - a broken package must not break the others
+                    raise InputError(self.field, ep.name, f"entry point {ep.value!r} of group {self.group} "
+                                     f"failed to load: {type(exc).__name__}: {exc}") from None
+
+    def get(self, name: str) -> T:
+        """The object registered as `name`; an unknown name is an InputError listing what is registered."""
+        self._load()
+        try:
+            return self._items[name]
+        except KeyError:
+            raise InputError(self.field, name, f"unknown {self.kind}; registered: {', '.join(self.names())}") from None
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        self._load()
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return name in self._items
+
+    def describe(self) -> str:
+        """'name (first docstring line), ...' for --help."""
+        self._load()
+        parts = []
+        for name in self.names():
+            doc = (getattr(self._items[name], "__doc__", None) or "").strip().splitlines()
+            parts.append(f"{name}" + (f" ({doc[0].rstrip('.')})" if doc else ""))
+        return "; ".join(parts)
+
+
+ALGORITHMS: Registry = Registry("algorithm", "algorithm", "crpsgd_mpi.algorithms")
+SCHEDULES: Registry = Registry("schedule", "schedule", "crpsgd_mpi.schedules")
+PROBLEMS: Registry = Registry("problem", "model", "crpsgd_mpi.problems")
+DATASETS: Registry = Registry("dataset", "dataset", "crpsgd_mpi.data")
+
+
+def load_plugins(specs: Iterable[str]) -> None:
+    """Import each plug-in: a module name (`mypkg.algos`) or a Python file (`examples/plugin.py`). Importing it
+    registers what it defines. A failure is one InputError naming the plug-in."""
+    for spec in specs:
+        path = Path(spec)
+        try:
+            if spec.endswith(".py") or path.is_file():
+                if not path.is_file():
+                    raise InputError("plugin", spec, "no such file")
+                name = "crpsgd_plugin_" + "".join(c if c.isalnum() else "_" for c in str(path.resolve()))
+                if name in sys.modules:
+                    continue
+                module_spec = importlib.util.spec_from_file_location(name, path)
+                if module_spec is None or module_spec.loader is None:
+                    raise InputError("plugin", spec, "not a Python file")
+                module = importlib.util.module_from_spec(module_spec)
+                sys.modules[name] = module
+                try:
+                    module_spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[name]
+                    raise
+            else:
+                importlib.import_module(spec)
+        except InputError:
+            raise
+        except ModuleNotFoundError as exc:
+            raise InputError("plugin", spec, f"cannot import: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a plug-in's own error, reported as one line
+            where = _where(exc, path)
+            raise InputError("plugin", spec, f"failed while importing{where}: {type(exc).__name__}: {exc}") from None
+
+
+def _where(exc: BaseException, path: Path) -> str:
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).name == path.name:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f" (line {line})" if line else ""

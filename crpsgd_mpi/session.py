@@ -1,0 +1,259 @@
+"""One run in three parts, shared by every door (the command line, `simulate`, the experiment driver): the set-up
+that every process agrees on (`prepare`), the run (`Run`), and the report (`summary`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, signals
+from .algorithms import ALGORITHMS, Algorithm, Setting
+from .comm import Backend
+from .config import Config
+from .data import Dataset, load
+from .errors import Diverged, InputError, Interrupted, PeerFailure
+from .fstar_cache import cached_optimum
+from .ledger import EvalPlan, Ledger
+from .monitor import Monitor
+from .outcome import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, say, say_to_launcher
+from .problems import make_regularizer
+from .progress import Progress
+from .theory import smoothness
+from .trace import TraceWriter, check_output_path
+from .workers import Workers
+
+
+@dataclass
+class Prepared:
+    """What every process agreed on before the run: the algorithm, this process's data, the trace path (rank 0)."""
+
+    cfg: Config
+    backend: Backend
+    algorithm: type[Algorithm]
+    data: Dataset
+    out: Path | None
+
+
+def prepare(cfg: Config, backend: Backend) -> Prepared:
+    """Check everything that can be checked before running and load this process's shards. Every process learns of
+    any process's error, so all of them raise the same InputError and none runs on alone."""
+    error: InputError | None = None
+    algorithm, data, out = None, None, None
+    try:
+        algorithm = ALGORITHMS.get(cfg.algorithm)
+        algorithm.check(cfg, backend.n_workers)
+        if backend.is_root:
+            out = check_output_path(cfg.out or default_out(cfg, backend.n_workers), cfg.overwrite)
+        data = load(cfg, backend.n_workers, backend.local_workers)
+    except InputError as exc:
+        error = exc
+    agreed = backend.agree(None if error is None else json.dumps([error.field, repr(error.value), error.reason]))
+    if agreed:
+        if error is not None:
+            raise error
+        rank, text = agreed[0]
+        fld, shown, reason = json.loads(text)
+        raise InputError(fld, _Shown(shown), reason, rank=rank)
+    assert algorithm is not None and data is not None
+    return Prepared(cfg, backend, algorithm, data, out)
+
+
+class _Shown:
+    """A value known only by its repr (it was checked on another process)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def default_out(cfg: Config, n_workers: int) -> Path:
+    """runs/<algorithm>-<data>-N<N>-T<T>-seed<s>-<time>.h5, not yet taken."""
+    name = Path(cfg.dataset).stem if cfg.dataset not in ("synthetic", "fashion-mnist") else cfg.dataset
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{cfg.algorithm}-{name}-N{n_workers}-T{cfg.T}-seed{cfg.seed}-{stamp}"
+    path, i = base.with_suffix(".h5"), 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}.h5"), i + 1
+    return path
+
+
+@dataclass
+class Outcome:
+    """How a run ended, on this process."""
+
+    status: str
+    exit_code: int
+    path: Path | None
+    message: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+class Run:
+    """The run of a prepared configuration: builds the workers and the algorithm, writes the trace; any failure on
+    any process ends every process, with the trace saying why."""
+
+    def __init__(self, prepared: Prepared, progress: bool = False) -> None:
+        self.p, self.cfg, self.backend = prepared, prepared.cfg, prepared.backend
+        self.N = self.backend.n_workers
+        self.writer: TraceWriter | None = None
+        self.monitor: Monitor | None = None
+        self.progress = progress and self.backend.is_root
+
+    def execute(self) -> Outcome:
+        """Run to the end; the outcome on this process (failures under MPI may end the process instead)."""
+        self.backend.set_fatal(self._fatal)
+        try:
+            return self._run()
+        except Diverged as exc:  # every process sees the same iterate, so all of them diverge together
+            self.backend.close()
+            self._finish("diverged", None, str(exc))
+            return Outcome("diverged", EXIT_DIVERGED, self._path(), str(exc))
+        except BaseException as exc:  # noqa: BLE001 - every failure must end the whole job
+            return self._fail(exc)
+
+    def _run(self) -> Outcome:
+        cfg, data = self.cfg, self.p.data
+        reg = make_regularizer(cfg.regularizer, cfg.lam)
+        ledger = Ledger()
+        workers = Workers(self.backend, data, reg, cfg.seed, ledger)
+        x0 = np.zeros(data.n_features)
+        L = smoothness(workers, cfg.seed)
+        f_star = cached_optimum(workers, x0, cfg, data.fingerprint) if reg.name == "l2" else None
+        algorithm = self.p.algorithm.create(Setting(cfg, self.N, L))
+        constants = {"L": L, **algorithm.constants()}
+        if self.p.out is not None:
+            self.writer = TraceWriter(self.p.out, self._attrs(constants, f_star), overwrite=cfg.overwrite)
+        progress = Progress(cfg.T) if self.progress else None
+        self.monitor = Monitor(workers, ledger, EvalPlan(cfg.T, cfg.eval_points), self.writer, f_star,
+                               fault=cfg.fault_point(), progress=progress)
+        workers.on_round = self.monitor
+        ledger.restart_clock()
+        self.monitor.evaluate(x0)
+        x = algorithm.run(workers, x0)
+        loss, gn = self.monitor.evaluate(x)
+        if progress is not None:
+            progress.close()
+        self.backend.close()
+        self._finish("complete", x, None)
+        values = {"loss": loss, "grad_norm_sq": gn, "f_star": f_star, "constants": constants, "data": data,
+                  "ledger": ledger, "eval_time": self.monitor.eval_time, "wall_time": ledger.elapsed()}
+        return Outcome("complete", EXIT_OK, self._path(), values=values)
+
+    def _attrs(self, constants: dict[str, Any], f_star: float | None) -> dict[str, Any]:
+        cfg, data = self.cfg, self.p.data
+        resolved = {**cfg.to_dict(), "theta": None, **constants, "workers": self.N, "backend": self.backend.name,
+                    "n_samples": data.n_samples, "n_features": data.n_features, "dataset_name": data.name}
+        attrs: dict[str, Any] = {"algorithm": cfg.algorithm, "N": self.N, "T": cfg.T, "seed": cfg.seed,
+                                 "config": json.dumps(resolved, sort_keys=True), "versions": json.dumps(self._versions())}
+        if f_star is not None:
+            attrs["f_star"] = f_star
+        return attrs
+
+    def _versions(self) -> dict[str, str]:
+        import h5py
+        import scipy
+
+        v = {"crpsgd_mpi": __version__, "python": platform.python_version(), "numpy": np.__version__,
+             "scipy": scipy.__version__, "h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version}
+        v.update(self.backend.describe())
+        return v
+
+    def _path(self) -> Path | None:
+        return self.writer.path if self.writer is not None else None
+
+    def _finish(self, status: str, x: np.ndarray | None, message: str | None) -> None:
+        """Write the final status once; from here on the outcome is decided and signals are ignored."""
+        signals.hold()
+        try:
+            if self.monitor is not None:
+                self.monitor.flush()
+            if self.writer is None or self.monitor is None:
+                return
+            led = self.monitor.ledger
+            extra: dict[str, Any] = {"rounds_total": led.rounds, "sfo_per_worker": led.sfo,
+                                     "unspent_sfo": self.cfg.T - led.sfo, "bytes_per_rank": led.bytes,
+                                     "wall_time": led.elapsed(), "eval_time": self.monitor.eval_time}
+            if message:
+                extra["message"] = message
+            self.writer.finish(status, x, extra)
+        finally:
+            signals.ignore()
+
+    def _fatal(self, status: str, message: str, code: int, by_launcher: bool = False) -> None:
+        """Rank 0, called once by whoever ends the job: mark the trace, say one line (straight to the user when the
+        launcher, ending the job itself, no longer relays our output)."""
+        if self.monitor is not None and not message.startswith("rank "):
+            message += f" (after round {self.monitor.ledger.rounds})"
+        try:
+            self._finish(status, None, message)
+        except Exception as write_exc:  # noqa: BLE001
+            say(f"crpsgd_mpi: could not mark the trace {status}: {write_exc}")
+        where = f" ({self.writer.path} marked {status})" if self.writer is not None else ""
+        (say_to_launcher if by_launcher else say)(f"crpsgd_mpi: {status}: {message.splitlines()[0]}{where}")
+
+    def _fail(self, exc: BaseException) -> Outcome:
+        status, code = _status_of(exc)
+        message = str(exc) if isinstance(exc, PeerFailure) else f"{type(exc).__name__}: {exc}"
+        # the trace keeps the traceback of the process that failed (a peer sends its own along)
+        detail = "" if status == "interrupted" or isinstance(exc, PeerFailure) else "\n" + traceback.format_exc()
+        if not self.backend.claim_ending():  # the supervisor is ending the job already
+            signals.ignore()
+            time.sleep(30.0)
+        elif not self.backend.is_root:
+            signals.ignore()  # rank 0's abort ends this process; no second report
+            if status != "interrupted":
+                say(f"crpsgd_mpi: rank {self.backend.local_workers[0]}: {status}: {message}")
+            self.backend.report_failure(message + detail, status, code)
+        else:
+            self._fatal(status, message + detail, code)
+            if self.backend.name == "mpi" and self.N > 1:
+                self.backend.abort(code)
+        return Outcome(status, code, self._path(), message)
+
+
+def _status_of(exc: BaseException) -> tuple[str, int]:
+    if isinstance(exc, PeerFailure):
+        return exc.status, exc.exit_code
+    if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+        return "interrupted", EXIT_INTERRUPTED
+    if isinstance(exc, SystemExit):
+        return "failed", exc.code if isinstance(exc.code, int) and exc.code else EXIT_FAILED
+    return "failed", EXIT_FAILED
+
+
+def summary(cfg: Config, outcome: Outcome, n_workers: int, backend: str) -> str:
+    """The lines printed after a complete run."""
+    v = outcome.values
+    data, led, c = v["data"], v["ledger"], v["constants"]
+    sub = f", suboptimality {v['loss'] - v['f_star']:.3e}" if v["f_star"] is not None else ""
+    L = f"L={c['L']:.6g}, " if c.get("L") is not None and math.isfinite(c["L"]) else ""
+    steps = L + ", ".join(f"{k}={c[k]:.6g}" for k in ("gamma", "theta") if c.get(k) is not None)
+    return "\n".join([
+        f"{cfg.algorithm} on {data.name} ({data.n_samples} x {data.n_features}, {cfg.regularizer} "
+        f"lam={cfg.lam:g}), N={n_workers} ({backend}), T={cfg.T}",
+        f"  rounds {led.rounds}, SFO per worker {led.sfo} ({cfg.T - led.sfo} unspent), "
+        f"{led.bytes / 1e6:.3f} MB reduced per rank",
+        f"  final loss {v['loss']:.10g}{sub}, ||grad f||^2 {v['grad_norm_sq']:.3e}",
+        f"  {steps}",
+        f"  trace {outcome.path or '-'} (complete); {v['wall_time']:.2f} s of rounds, {v['eval_time']:.2f} s of evaluations",
+    ])
+
+
+def interactive() -> bool:
+    """True when standard error is a terminal (progress lines are shown only then)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
