@@ -69,14 +69,15 @@ class Registry(Generic[T]):
         self._load()
         return name in self._items
 
-    def describe(self) -> str:
-        """'name (first docstring line), ...' for --help."""
+    def table(self) -> list[tuple[str, str]]:
+        """(name, first line of its docstring) for every registered name."""
         self._load()
-        parts = []
-        for name in self.names():
-            doc = (getattr(self._items[name], "__doc__", None) or "").strip().splitlines()
-            parts.append(f"{name}" + (f" ({doc[0].rstrip('.')})" if doc else ""))
-        return "; ".join(parts)
+        return [(name, ((getattr(self._items[name], "__doc__", None) or "").strip().splitlines() or [""])[0])
+                for name in self.names()]
+
+    def describe(self) -> str:
+        """'name, name, ...' for --help and error messages."""
+        return ", ".join(self.names())
 
 
 ALGORITHMS: Registry = Registry("algorithm", "algorithm", "crpsgd_mpi.algorithms")
@@ -112,7 +113,10 @@ def load_plugins(specs: Iterable[str]) -> None:
         except InputError:
             raise
         except ModuleNotFoundError as exc:
-            raise InputError("plugin", spec, f"cannot import: {exc}") from None
+            if exc.name and (spec == exc.name or spec.startswith(exc.name + ".")):
+                raise InputError("plugin", spec, f"cannot import: {exc}") from None
+            raise InputError("plugin", spec, f"failed while importing{_where(exc, path)}: {type(exc).__name__}: "
+                             f"{exc}") from None
         except Exception as exc:  # noqa: BLE001 - a plug-in's own error, reported as one line
             where = _where(exc, path)
             raise InputError("plugin", spec, f"failed while importing{where}: {type(exc).__name__}: {exc}") from None

@@ -81,7 +81,11 @@ def parse_config(argv: Sequence[str] | None) -> Config | None:
     if listing:
         load_plugins(options.get("plugin", ()))
         for flag, registry in _LISTED:
-            print(f"{flag}: {registry.describe()}")
+            rows = registry.table()
+            if rows:
+                print(f"{registry.kind}s ({flag}):")
+                width = max(len(name) for name, _ in rows)
+                print("\n".join(f"  {name:<{width}}  {doc}" for name, doc in rows))
         return None
     return config_from(options, path)
 

@@ -13,6 +13,7 @@ from scipy.special import expit
 from conftest import HEART, run_cli
 from crpsgd_mpi.config import Config
 from crpsgd_mpi.data import load
+from crpsgd_mpi.schedules import Geometric, Linear, Step
 from crpsgd_mpi.seeding import Stream, rng_for
 from crpsgd_mpi.trace import read_trace
 
@@ -161,3 +162,54 @@ def test_sparse_libsvm_run(tmp_path: Path) -> None:
     dense = trace_of(tmp_path / "d", "--dataset", str(HEART), "--storage", "dense", "--workers", "3", "--T", "60")
     assert tr.config["n_features"] == 14
     np.testing.assert_allclose(tr.x, dense.x, rtol=1e-10, atol=1e-13)
+
+
+# -- the batch schedules of the field (--schedule) ------------------------------------------------
+@pytest.mark.parametrize("args, schedule", [
+    (["--schedule", "linear", "--B1", "3"], Linear(3)),
+    (["--schedule", "step", "--B1", "2", "--step-factor", "1.5", "--step-every", "4"], Step(2, 1.5, 4)),
+    (["--schedule", "step", "--B1", "1", "--step-factor", "2", "--step-every", "10"], Step(1, 2, 10)),
+    (["--schedule", "geometric", "--B1", "1", "--rho", "2"], Geometric(1, 2.0)),
+])
+@pytest.mark.parametrize("T", [1000, 4321])
+def test_deterministic_schedules_counts_equal_closed_form(tmp_path: Path, args: list[str], schedule: object,
+                                                          T: int) -> None:
+    tr = trace_of(tmp_path, "--workers", "3", "--T", str(T), *args)
+    R, sfo = schedule.rounds_and_sfo(T)  # type: ignore[attr-defined]
+    assert len(tr.rounds) == R and tr.rounds["sfo"].iloc[-1] == sfo and tr.attrs["unspent_sfo"] == T - sfo
+    assert tr.rounds["batch_size"].tolist() == list(schedule.within(T))  # type: ignore[attr-defined]
+    assert (tr.rounds["bytes"] == 9 * 8).all()
+
+
+def test_norm_test_follows_pseudocode(tmp_path: Path) -> None:
+    N, T, B1, theta, gamma, lam, seed = 3, 400, 2, 0.6, 0.5, 1e-3, 7
+    out = tmp_path / "t.h5"
+    assert run_cli("--samples", "300", "--features", "4", "--backend", "local", "--workers", str(N), "--T", str(T),
+                   "--schedule", "norm-test", "--B1", str(B1), "--norm-theta", str(theta), "--gamma", str(gamma),
+                   "--lam", str(lam), "--seed", str(seed), "--out", str(out)) == 0
+    shards, rngs = setup_naive(N, seed)
+    x = np.zeros(shards[0].X.shape[1])
+    B, left, batches = B1, T, []
+    while left >= 1:
+        b = min(B, left)
+        left -= b
+        gs = []
+        for s, rng in zip(shards, rngs):
+            idx = rng.integers(0, s.n, size=b)
+            gs.append(naive_grad(s.X[idx], s.y[idx], x, lam))
+        g = sum(gs) / N
+        # sample variance of the N worker means (each of b samples) estimates sigma^2 / b
+        s2 = sum(float((gi - g) @ (gi - g)) for gi in gs) / (N - 1)
+        if s2 / N > theta**2 * float(g @ g):
+            B = max(B, math.ceil(b * s2 / (N * theta**2 * float(g @ g))))
+        x = x - gamma * g
+        batches.append(b)
+    tr = read_trace(out)
+    assert tr.rounds["batch_size"].tolist() == batches and sum(batches) == T and len(set(batches)) > 2
+    assert (tr.rounds["bytes"] == (5 + 1) * 8).all()  # the squared norm rides in the same round: 8 bytes more
+    np.testing.assert_allclose(tr.x, x, rtol=1e-10, atol=1e-13)
+
+
+def test_norm_test_needs_two_workers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(*SMALL, "--workers", "1", "--schedule", "norm-test", "--T", "100") == 2
+    assert "schedule='norm-test'" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from ..config import Config
 from ..errors import InputError
+from ..registry import DATASETS
 from ..seeding import Stream, rng_for
 from .base import Dataset, Shard, Source, binary_labels, check_finite, to_storage
 from .files import HDF5Source, LibsvmSource
@@ -17,16 +18,30 @@ from .fmnist import FashionMNISTSource
 from .synthetic import SyntheticSource
 
 
+@DATASETS.register("synthetic")
+def _synthetic(cfg: Config, arg: str | None) -> Source:
+    """Gaussian features, planted linear labels (--samples, --features, --condition, --label-noise, --data-seed)."""
+    return SyntheticSource(cfg.samples, cfg.features, cfg.condition, cfg.label_noise, cfg.data_seed)
+
+
+@DATASETS.register("fashion-mnist")
+def _fashion_mnist(cfg: Config, arg: str | None) -> Source:
+    """The 60000 Fashion-MNIST training images, binary split (--fmnist-dir, or fashion-mnist:DIR)."""
+    return FashionMNISTSource(arg or cfg.fmnist_dir)
+
+
 def open_source(cfg: Config) -> Source:
-    """The Source named by `cfg.dataset`."""
-    if cfg.dataset == "synthetic":
-        return SyntheticSource(cfg.samples, cfg.features, cfg.condition, cfg.label_noise, cfg.data_seed)
-    if cfg.dataset == "fashion-mnist":
-        return FashionMNISTSource(cfg.fmnist_dir)
+    """The Source named by `cfg.dataset`: a registered name ('name' or 'name:ARGUMENT'), else a file path."""
+    name, _, arg = cfg.dataset.partition(":")
+    if name in DATASETS:
+        source = DATASETS.get(name)(cfg, arg or None)
+        if not isinstance(source, Source):
+            raise InputError("dataset", cfg.dataset, f"its factory returned {type(source).__name__}, not a Source")
+        return source
     if cfg.dataset.lower().endswith((".h5", ".hdf5", ".hdf")):
         return HDF5Source(cfg.dataset)
     if not Path(cfg.dataset).exists():
-        raise InputError("dataset", cfg.dataset, "not 'synthetic' or 'fashion-mnist', and no such file")
+        raise InputError("dataset", cfg.dataset, f"no such file, and not a registered data set ({', '.join(DATASETS.names())})")
     return LibsvmSource(cfg.dataset)
 
 

@@ -14,22 +14,39 @@ import numpy as np  # noqa: E402
 
 from ..algorithms import catalyst_counts, resolve_period  # noqa: E402
 from ..netmodel import NETWORKS  # noqa: E402
-from ..schedules import Geometric  # noqa: E402
+from ..schedules import BatchSchedule, Geometric, Linear, Step  # noqa: E402
 from ..trace import Trace  # noqa: E402
 from .curves import Curve, band, median_crossing  # noqa: E402
 from .netclock import eval_times  # noqa: E402
 
-METRIC = {"pl": ("suboptimality", "suboptimality f(x) - f*"), "nonconvex": ("grad_norm_sq", "||grad f(x)||^2")}
+METRIC = {"pl": ("suboptimality", "suboptimality f(x) - f*"), "nonconvex": ("grad_norm_sq", "||grad f(x)||^2"),
+          "schedules": ("suboptimality", "suboptimality f(x) - f*")}
+RATE_LINE = {"pl": "1/(NT)", "schedules": "1/(NT)", "nonconvex": "1/sqrt(NT)"}
 
 
-def theoretical_rounds(cfg: dict[str, Any]) -> int:
-    """Closed-form round count of a run from its resolved config."""
+def _schedule(cfg: dict[str, Any]) -> BatchSchedule | None:
+    """The deterministic schedule a trace's resolved config used (traces before --schedule: geometric)."""
+    name = cfg.get("schedule", "geometric")
+    if name == "geometric":
+        return Geometric(cfg["B1"], cfg["rho"])
+    if name == "linear":
+        return Linear(cfg["B1"])
+    if name == "step":
+        return Step(cfg["B1"], cfg["step_factor"], cfg["step_every"])
+    return None
+
+
+def theoretical_rounds(cfg: dict[str, Any]) -> int | None:
+    """Closed-form round count of a run from its resolved config; None for an adaptive schedule."""
     T, N, alg = int(cfg["T"]), int(cfg["workers"]), cfg["algorithm"]
-    if alg == "cr-psgd":
-        return len(list(Geometric(cfg["B1"], cfg["rho"]).within(T)))
-    if alg == "catalyst":
+    if alg in ("cr-psgd", "catalyst"):
+        schedule = _schedule(cfg)
+        if schedule is None:
+            return None
+        if alg == "cr-psgd":
+            return schedule.rounds_and_sfo(T)[0]
         K, inner = catalyst_counts(N, T)
-        return K * len(list(Geometric(cfg["B1"], cfg["rho"]).within(inner)))
+        return K * schedule.rounds_and_sfo(inner)[0]
     if alg == "psgd":
         return T // int(cfg["batch_size"])
     return T // (resolve_period(cfg["period"], N, T) * int(cfg["local_batch"]))
@@ -65,7 +82,9 @@ def _draw(ax: plt.Axes, curves: list[Curve], label: str, color: str, logx: bool 
 def study_figure(name: str, fam: Any, groups: dict[str, list[Trace]], out: Path) -> list[Path]:
     """Metric vs SFO per worker (log-log, with the theory slope) and vs rounds (theory round counts)."""
     metric, ylabel = METRIC[fam.study]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    batches = fam.study == "schedules"  # a third panel: how each schedule grows its batch
+    fig, axes = plt.subplots(1, 3 if batches else 2, figsize=(18 if batches else 12, 4.5))
+    a1, a2 = axes[0], axes[1]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     any_tr = next(iter(groups.values()))[0]
     N, T = int(any_tr.attrs["N"]), int(any_tr.attrs["T"])
@@ -73,12 +92,15 @@ def study_figure(name: str, fam: Any, groups: dict[str, list[Trace]], out: Path)
         c = colors[i % len(colors)]
         _draw(a1, _curves(traces, metric, "sfo"), label, c)
         _draw(a2, _curves(traces, metric, "round"), label, c)
+        if batches:
+            axes[2].step(traces[0].rounds["round"], traces[0].rounds["batch_size"], where="post", color=c, label=label)
         R = theoretical_rounds(traces[0].config)
-        a2.axvline(R, color=c, linestyle=":", linewidth=1)
+        if R is not None:
+            a2.axvline(R, color=c, linestyle=":", linewidth=1)
     s = np.geomspace(T / 100, T, 20)
     first = next(iter(sorted(groups.items())))[1]
     anchor = float(np.median([tr.evals[metric].iloc[-1] for tr in first]))
-    if fam.study == "pl":
+    if RATE_LINE[fam.study] == "1/(NT)":
         a1.plot(s, anchor * T / s, "k--", linewidth=1, label="O(1/(NT)) slope")
     else:
         a1.plot(s, anchor * np.sqrt(T / s), "k--", linewidth=1, label="O(1/sqrt(NT)) slope")
@@ -90,6 +112,9 @@ def study_figure(name: str, fam: Any, groups: dict[str, list[Trace]], out: Path)
     a1.set_xlabel("SFO per worker (stochastic gradients)")
     a2.set_xlabel("communication rounds (dotted: closed-form count)")
     a1.legend(fontsize=8)
+    if batches:
+        axes[2].set(xscale="log", yscale="log", xlabel="round", ylabel="per-worker batch size (seed 0)")
+        axes[2].grid(True, which="major", alpha=0.3)
     fig.suptitle(f"{fam.title}: N={N}, T={T} (median and IQR over {len(first)} seeds)")
     return _save(fig, out, name)
 
