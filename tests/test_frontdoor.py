@@ -56,11 +56,13 @@ def test_configure_is_idempotent_and_undo_restores_every_file(tmp_path: Path) ->
 def test_activation_exports_root_permission_and_deactivate_takes_it_back(tmp_path: Path) -> None:
     prefix = fake_openmpi_prefix(tmp_path / "env")
     configure(prefix)
-    show = 'echo "%s:${OMPI_ALLOW_RUN_AS_ROOT:-}"'
+    show = 'echo "%s:${OMPI_ALLOW_RUN_AS_ROOT:-}:${OPAL_PREFIX:-}:${VIRTUAL_ENV:-}"'
     script = f'. "{prefix}/bin/activate"; {show % "in"}; deactivate; {show % "out"}'
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30, env=fresh_env()).stdout
-    expected = "1" if os.geteuid() == 0 else ""
-    assert f"in:{expected}\n" in out and "out:\n" in out
+    inside, after = out.splitlines()
+    _, root, opal, venv = inside.split(":")
+    assert root == ("1" if os.geteuid() == 0 else "") and opal == venv != ""  # Open MPI reads this environment's files
+    assert after == "out:::"
 
 
 def test_this_environment_was_configured_by_the_install() -> None:

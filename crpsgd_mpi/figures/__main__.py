@@ -47,7 +47,7 @@ def grid(header: list[str], rows: list[list[str]]) -> str:
 def rst_table(rows: list[list[str]], eps: dict[str, float]) -> str:
     """The results table with its notes."""
     notes = "; ".join(f"{k}: eps = {v:g}" for k, v in eps.items())
-    note = f"Medians over seeds. Final metric: suboptimality (pl) or ||grad f||^2 (nonconvex). {notes}."
+    note = f"Medians over seeds. Final metric: suboptimality (pl, schedules) or ||grad f||^2 (nonconvex). {notes}."
     return grid(HEADER, rows) + f"\n\n{note}\n"
 
 
