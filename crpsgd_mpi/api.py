@@ -15,6 +15,7 @@ from . import signals
 from .comm import launched_by_mpi, make_backend
 from .config import Config
 from .errors import InputError, RunDiverged, RunFailed, RunInterrupted
+from .outcome import show
 from .registry import load_plugins
 from .session import Outcome, Run, interactive, prepare, summary
 from .trace import Trace, load_trace
@@ -41,18 +42,18 @@ def _as_list(value: Any) -> list[Any]:
     return [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def execute(cfg: Config, print_summary: bool = False) -> Outcome:
+def execute(cfg: Config, print_summary: bool = False, config_file: str | Path | None = None) -> Outcome:
     """Run `cfg` on its backend (MPI under mpiexec, else in this process) and return how it ended on this process.
     Bad input raises InputError (on every process alike); a failure under MPI may end the process instead."""
     backend = make_backend(cfg.backend, cfg.workers, cfg.reduction, cfg.stall_timeout)
     try:
-        prepared = prepare(cfg, backend)
+        prepared = prepare(cfg, backend, config_file)
     except InputError:
         backend.close()
         raise
     outcome = Run(prepared, progress=not cfg.quiet and interactive()).execute()
     if print_summary and outcome.status == "complete" and backend.is_root and not cfg.quiet:
-        print(summary(cfg, outcome, backend.n_workers, backend.name), flush=True)
+        show(summary(cfg, outcome, backend.n_workers, backend.name))
     return outcome
 
 
@@ -76,7 +77,7 @@ def simulate(*, config: str | Path | None = None, **options: Any) -> Trace | Non
             options["out"], options["overwrite"] = str(scratch / "trace.h5"), True
         cfg = config_from(options, config)
         with _signals_for_the_run():
-            outcome = execute(cfg, print_summary=True)
+            outcome = execute(cfg, print_summary=True, config_file=config)
         return _result(outcome, in_memory=not keep)
 
 

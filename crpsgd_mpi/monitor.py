@@ -31,6 +31,8 @@ class Monitor:
         self._last_eval: tuple[int, int, float, float, float] | None = None
         self.eval_time = 0.0
         self._pending_evals: list[tuple[int, int, float, float, float]] = []
+        self._rows: list[dict[str, np.ndarray]] = []  # taken from the ledger, not yet written
+        self._evals: list[tuple[int, int, float, float, float]] = []
 
     def __call__(self, x: np.ndarray, stage_end: bool) -> None:
         if self.fault is not None and self.ledger.rounds == self.fault[1]:
@@ -69,20 +71,25 @@ class Monitor:
 
     def flush(self) -> None:
         """Write pending round rows, then pending evaluations (rounds first: an eval row never
-        refers to a round missing from the file)."""
-        rows = self.ledger.take_rows()
+        refers to a round missing from the file). Rows a failed write could not take stay pending."""
+        self._rows.append(self.ledger.take_rows())
         evals, self._pending_evals = self._pending_evals, []
+        self._evals.extend(evals)
         if self.writer is None:
+            self._rows, self._evals = [], []
             return
         t0 = time.perf_counter()
         with deferred_signals():
-            self.writer.append("rounds", rows)
-            if evals:
-                cols = list(zip(*evals))
+            while self._rows:
+                self.writer.append("rounds", self._rows[0])
+                self._rows.pop(0)
+            if self._evals:
+                cols = list(zip(*self._evals))
                 self.writer.append("evals", {
                     "round": np.asarray(cols[0], dtype=np.int64), "sfo": np.asarray(cols[1], dtype=np.int64),
                     "loss": np.asarray(cols[2]), "grad_norm_sq": np.asarray(cols[3]),
                     "suboptimality": np.asarray(cols[4]),
                 })
+                self._evals = []
         self._last_flush = time.monotonic()
         self.ledger.exclude(time.perf_counter() - t0)  # trace I/O is instrumentation, not algorithm time

@@ -24,6 +24,21 @@ def say(text: str) -> None:
         pass  # a closed or full standard error must not change how the run ends
 
 
+def show(text: str) -> None:
+    """Print to standard output; a full or closed standard output (a pipe closed early, /dev/full) costs the text,
+    never the run's outcome: the rest of our output then goes nowhere, and the interpreter's last flush is quiet."""
+    try:
+        print(text, flush=True)
+    except (OSError, ValueError) as exc:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        say(f"crpsgd_mpi: note: could not print the summary to standard output: {exc}")
+
+
 def silences_output(pid: int) -> bool:
     """True if `pid` is an Open MPI launcher, which stops relaying its ranks' output while it ends a job."""
     try:

@@ -41,8 +41,14 @@ class Progress:
     def _show(self, ledger: Ledger) -> None:
         self.bar.n = ledger.sfo
         self.bar.set_postfix_str(f"round {ledger.rounds}, batch {ledger.batch}, loss {self.loss:.6g}", refresh=False)
-        self.bar.refresh()
+        try:
+            self.bar.refresh()
+        except (OSError, ValueError):  # a terminal that went away costs the line, not the run
+            self._next_round = 1 << 62
 
     def close(self) -> None:
         """Leave the final line on the terminal."""
-        self.bar.close()
+        try:
+            self.bar.close()
+        except (OSError, ValueError):
+            pass

@@ -22,14 +22,15 @@ from .comm import Backend
 from .config import Config
 from .data import Dataset, load
 from .errors import Diverged, InputError, Interrupted, PeerFailure
-from .fstar_cache import cached_optimum
+from .fstar_cache import cache_path, cached_optimum
 from .ledger import EvalPlan, Ledger
 from .monitor import Monitor
-from .outcome import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, say, say_to_launcher
+from .outcome import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, say_to_launcher
 from .problems import make_regularizer
 from .progress import Progress
+from .registry import DATASETS
 from .theory import smoothness
-from .trace import TraceWriter, check_output_path
+from .trace import TraceWriteError, TraceWriter, check_output_path
 from .workers import Workers
 
 
@@ -44,16 +45,18 @@ class Prepared:
     out: Path | None
 
 
-def prepare(cfg: Config, backend: Backend) -> Prepared:
-    """Check everything that can be checked before running and load this process's shards. Every process learns of
-    any process's error, so all of them raise the same InputError and none runs on alone."""
+def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None) -> Prepared:
+    """Check everything that can be checked before running (the output first: nothing is loaded for a run whose
+    trace could not be written, or would destroy one of its inputs) and load this process's shards. Every process
+    learns of any process's error, so all of them raise the same InputError and none runs on alone."""
     error: InputError | None = None
     algorithm, data, out = None, None, None
     try:
         algorithm = ALGORITHMS.get(cfg.algorithm)
         algorithm.check(cfg, backend.n_workers)
         if backend.is_root:
-            out = check_output_path(cfg.out or default_out(cfg, backend.n_workers), cfg.overwrite)
+            inputs = [*input_files(cfg), *([config_file] if config_file else [])]
+            out = check_output_path(cfg.out or default_out(cfg, backend.n_workers), cfg.overwrite, inputs)
         data = load(cfg, backend.n_workers, backend.local_workers)
     except InputError as exc:
         error = exc
@@ -76,6 +79,18 @@ class _Shown:
 
     def __repr__(self) -> str:
         return self.text
+
+
+def input_files(cfg: Config) -> list[Path]:
+    """Every file a run of `cfg` reads (data set files, plug-ins, the f* cache): an --out that is one of them is
+    refused, whatever name it is given by."""
+    name, _, arg = cfg.dataset.partition(":")
+    if name in DATASETS:
+        places = [Path(arg)] if arg else [Path(cfg.fmnist_dir)] if name == "fashion-mnist" else []
+    else:
+        places = [Path(cfg.dataset)]
+    files = [f for p in places for f in ([*p.rglob("*")] if p.is_dir() else [p])]
+    return [*files, *(Path(p) for p in cfg.plugin if p.endswith(".py")), cache_path()]
 
 
 def default_out(cfg: Config, n_workers: int) -> Path:
@@ -134,7 +149,8 @@ class Run:
         algorithm = self.p.algorithm.create(Setting(cfg, self.N, L))
         constants = {"L": L, **algorithm.constants()}
         if self.p.out is not None:
-            self.writer = TraceWriter(self.p.out, self._attrs(constants, f_star), overwrite=cfg.overwrite)
+            with signals.deferred_signals():  # a trace that exists has a writer that can mark how the run ended
+                self.writer = TraceWriter(self.p.out, self._attrs(constants, f_star), overwrite=cfg.overwrite)
         progress = Progress(cfg.T) if self.progress else None
         self.monitor = Monitor(workers, ledger, EvalPlan(cfg.T, cfg.eval_points), self.writer, f_star,
                                fault=cfg.fault_point(), progress=progress)
@@ -177,8 +193,14 @@ class Run:
         """Write the final status once; from here on the outcome is decided and signals are ignored."""
         signals.hold()
         try:
+            if self.writer is not None:
+                self.writer.last_words()
             if self.monitor is not None:
-                self.monitor.flush()
+                try:
+                    self.monitor.flush()
+                except TraceWriteError:
+                    if status == "complete":
+                        raise
             if self.writer is None or self.monitor is None:
                 return
             led = self.monitor.ledger
@@ -196,18 +218,24 @@ class Run:
         launcher, ending the job itself, no longer relays our output)."""
         if self.monitor is not None and not message.startswith("rank "):
             message += f" (after round {self.monitor.ledger.rounds})"
+        where = ""
         try:
             self._finish(status, None, message)
-        except Exception as write_exc:  # noqa: BLE001
-            say(f"crpsgd_mpi: could not mark the trace {status}: {write_exc}")
-        where = f" ({self.writer.path} marked {status})" if self.writer is not None else ""
+            where = f" ({self.writer.path} marked {status})" if self.writer is not None else ""
+        except TraceWriteError as exc:
+            partial = self.writer.abandon() if self.writer is not None else None
+            kept = f"what was written is kept in {partial}" if partial else "the file was left as it was"
+            where = f" (the trace could not be marked {status}: {exc.reason}; {kept})"
+        except Exception as exc:  # noqa: BLE001 - the line must still be said
+            where = f" (could not mark the trace {status}: {type(exc).__name__}: {exc})"
         (say_to_launcher if by_launcher else say)(f"crpsgd_mpi: {status}: {message.splitlines()[0]}{where}")
 
     def _fail(self, exc: BaseException) -> Outcome:
         status, code = _status_of(exc)
-        message = str(exc) if isinstance(exc, PeerFailure) else f"{type(exc).__name__}: {exc}"
+        ours = isinstance(exc, (PeerFailure, TraceWriteError, InputError))
+        message = str(exc) if ours else f"{type(exc).__name__}: {exc}"
         # the trace keeps the traceback of the process that failed (a peer sends its own along)
-        detail = "" if status == "interrupted" or isinstance(exc, PeerFailure) else "\n" + traceback.format_exc()
+        detail = "" if status == "interrupted" or ours else "\n" + traceback.format_exc()
         if not self.backend.claim_ending():  # the supervisor is ending the job already
             signals.ignore()
             time.sleep(30.0)
@@ -224,6 +252,8 @@ class Run:
 
 
 def _status_of(exc: BaseException) -> tuple[str, int]:
+    if isinstance(exc, InputError):
+        return "failed", EXIT_USAGE
     if isinstance(exc, PeerFailure):
         return exc.status, exc.exit_code
     if isinstance(exc, (Interrupted, KeyboardInterrupt)):

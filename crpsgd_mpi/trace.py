@@ -1,11 +1,14 @@
-"""The HDF5 trace (schema version 1): written incrementally by one process, read by figures and tools."""
+"""The HDF5 trace: written incrementally and safely by one process (rank 0), read back by `load_trace`."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import sys
+import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,28 +29,76 @@ CHUNK = 1024
 _FLOAT_COLUMNS = {"wall_time", "loss", "grad_norm_sq", "suboptimality"}
 
 
-def check_output_path(path: str | Path, overwrite: bool) -> Path:
-    """Refuse an existing file unless overwrite; make sure the folder can be created."""
+#: Room kept free on the trace's file system: HDF5 needs some for its metadata, and a run that stops for lack of
+#: space must still be able to mark its trace failed.
+DISK_MARGIN = 1 << 20
+
+
+class TraceWriteError(RuntimeError):
+    """The trace could not be written (a full disk, a lost file system, another process replacing it)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot write the trace {path}: {reason}")
+
+
+def check_output_path(path: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path:
+    """Refuse an --out that exists (unless overwrite), is not a regular file, is one of the files the run reads
+    (`inputs`), or lies where nothing can be written; create its folder. Nothing else is written here."""
     p = Path(path)
-    if p.exists() and not overwrite:
-        raise InputError("out", str(path), "exists (pass --overwrite to replace it)")
-    if p.exists() and p.is_dir():
-        raise InputError("out", str(path), "is a directory")
+    for other in map(Path, inputs):
+        same = p.resolve() == other.resolve() or (p.exists() and other.exists() and os.path.samefile(p, other))
+        if same:
+            raise InputError("out", str(path), f"is {other}, which this run reads: the trace would destroy it")
+    if p.exists() or p.is_symlink():
+        if not p.is_file():
+            raise InputError("out", str(path), "exists and is not a regular file")
+        if not overwrite:
+            raise InputError("out", str(path), "exists (pass --overwrite to replace it)")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=p.parent)
+        os.close(fd)
+        os.unlink(probe)
+        st = os.statvfs(p.parent)
     except OSError as exc:
-        raise InputError("out", str(path), f"cannot create its folder: {exc.strerror}") from None
+        raise InputError("out", str(path), f"cannot write in {p.parent}: {exc.strerror or exc}") from None
+    if st.f_bavail * st.f_frsize < 2 * DISK_MARGIN:
+        raise InputError("out", str(path), f"no space left on its device ({st.f_bavail * st.f_frsize // 1024} KB free, "
+                         f"at least {2 * DISK_MARGIN // 1024} KB needed)")
     return p
 
 
 class TraceWriter:
-    """Creates the file with status 'running'; every append opens, writes and closes it, so the file
-    on disk is always complete and readable, and a run that dies keeps every appended row."""
+    """Creates the file with status 'running' (atomically: built under a temporary name, then moved into place;
+    exclusively unless `overwrite`); every append opens, writes and closes it, so the file on disk is always
+    complete and readable, and a run that dies keeps every appended row. Before each write it checks that the
+    file is still its own and that the disk has room; any failure is one TraceWriteError naming the path."""
 
     def __init__(self, path: str | Path, attrs: Mapping[str, Any], overwrite: bool = False) -> None:
-        self.path = check_output_path(path, overwrite)
+        self.path = Path(path)
         self._lock = threading.Lock()  # the MPI supervisor thread may finish the trace while rows are appended
-        tmp = self.path.with_name(self.path.name + ".creating")
+        self._margin = DISK_MARGIN
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".creating", dir=self.path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            self._free(tmp, 4 * CHUNK * 8 * (len(ROUND_COLUMNS) + len(EVAL_COLUMNS)))
+            self._guarded(lambda: self._create(tmp, attrs))
+            if not overwrite:  # reserve the name: a second run racing for the same --out is refused
+                try:
+                    os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                except FileExistsError:
+                    raise InputError("out", str(self.path), "exists (another run created it meanwhile)") from None
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)
+
+    @staticmethod
+    def _create(tmp: Path, attrs: Mapping[str, Any]) -> None:
         with h5py.File(tmp, "w") as f:
             f.attrs["schema_version"] = SCHEMA_VERSION
             f.attrs["status"] = "running"
@@ -59,34 +110,112 @@ class TraceWriter:
                 for c in columns:
                     dtype = np.float64 if c in _FLOAT_COLUMNS else np.int64
                     g.create_dataset(c, shape=(0,), maxshape=(None,), chunks=(CHUNK,), dtype=dtype)
-        os.replace(tmp, self.path)
+
+    def _free(self, where: Path, need: int, margin: int = DISK_MARGIN) -> None:
+        """Refuse to write when fewer than `need` + `margin` bytes are free (finishing keeps a smaller margin, so
+        that a run stopped for lack of space can still say so in its trace)."""
+        try:
+            st = os.statvfs(where.parent)
+        except OSError as exc:
+            raise TraceWriteError(self.path, f"its file system is gone: {exc.strerror}") from None
+        free = st.f_bavail * st.f_frsize
+        if free < need + margin:
+            raise TraceWriteError(self.path, f"no space left on the device ({free // 1024} KB free, "
+                                  f"{(need + margin) // 1024} KB needed)")
+
+    def _own(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            raise TraceWriteError(self.path, "the file was removed by someone else") from None
+        if (st.st_dev, st.st_ino) != self._identity:
+            raise TraceWriteError(self.path, "the file was replaced by someone else (another run with --overwrite?)")
+
+    def _guarded(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            _collect_quietly()  # h5py reports the failed close of the file from a destructor
+            errno_text = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else ""
+            raise TraceWriteError(self.path, errno_text or f"{type(exc).__name__}: {exc}") from None
 
     def append(self, group: str, columns: Mapping[str, np.ndarray]) -> None:
         """Append equal-length columns to `group` ('rounds' or 'evals')."""
         n = len(next(iter(columns.values())))
         if n == 0:
             return
-        with self._lock, h5py.File(self.path, "r+") as f:
-            g = f[group]
-            for name, values in columns.items():
-                ds = g[name]
-                old = ds.shape[0]
-                ds.resize((old + n,))
-                ds[old:] = values
+
+        def write() -> None:
+            with h5py.File(self.path, "r+") as f:
+                g = f[group]
+                for name, values in columns.items():
+                    ds = g[name]
+                    old = ds.shape[0]
+                    ds.resize((old + n,))
+                    ds[old:] = values
+
+        with self._lock:
+            self._own()
+            self._free(self.path, 2 * n * 8 * len(columns), self._margin)
+            self._guarded(write)
+
+    def last_words(self) -> None:
+        """The run is ending (perhaps for lack of space): from now on keep only the smaller margin, so that the last
+        rows and the final status still fit."""
+        self._margin = DISK_MARGIN // 4
 
     def finish(self, status: str, x: np.ndarray | None, extra: Mapping[str, Any]) -> None:
         """Set the final status, the final iterate and summary attributes."""
         if status not in STATUSES:
             raise ValueError(status)
-        with self._lock, h5py.File(self.path, "r+") as f:
-            if x is not None:
-                g = f.require_group("final")
-                if "x" in g:
-                    del g["x"]
-                g.create_dataset("x", data=np.asarray(x, dtype=np.float64))
-            for key, value in extra.items():
-                f.attrs[key] = value
-            f.attrs["status"] = status
+
+        def write() -> None:
+            with h5py.File(self.path, "r+") as f:
+                if x is not None:
+                    g = f.require_group("final")
+                    if "x" in g:
+                        del g["x"]
+                    g.create_dataset("x", data=np.asarray(x))
+                for key, value in extra.items():
+                    f.attrs[key] = value
+                f.attrs["status"] = status
+
+        with self._lock:
+            self._own()
+            self._free(self.path, 0 if x is None else 2 * np.asarray(x).nbytes, margin=DISK_MARGIN // 4)
+            self._guarded(write)
+
+    def abandon(self) -> Path | None:
+        """The trace cannot be finished: move it to a name no one takes for a result (`<name>.partial`); None if it
+        is not ours any more."""
+        with self._lock:
+            try:
+                self._own()
+            except TraceWriteError:
+                return None
+            partial = self.path.with_name(self.path.name + ".partial")
+            try:
+                os.replace(self.path, partial)
+            except OSError:
+                return None
+            return partial
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _collect_quietly() -> None:
+    """Collect h5py's objects of a file that could not be written, without the noise their destructors make (the
+    error itself has reached us as an exception)."""
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda info: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
 
 
 @dataclass

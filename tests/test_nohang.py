@@ -51,7 +51,7 @@ def test_sigkill_of_a_worker_rank_marks_failed_naming_it(tmp_path: Path) -> None
     rounds_before = read_trace(out).rounds["round"].size
     os.kill(ranks[2], signal.SIGKILL)
     code, seconds = ended(job, 60)
-    assert code not in (None, 0) and seconds < 10
+    assert code not in (None, 0) and seconds < 20
     tr = read_trace(out)
     assert tr.status == "failed" and "rank 2 lost" in tr.attrs["message"]
     assert tr.rounds["round"].size >= rounds_before
@@ -63,7 +63,7 @@ def test_sigstop_of_a_worker_rank_ends_the_job_naming_it(tmp_path: Path) -> None
     job, ranks, out = start(tmp_path, extra="--stall-timeout 3")
     os.kill(ranks[1], signal.SIGSTOP)
     code, seconds = ended(job, 60)
-    assert code not in (None, 0) and seconds < 3 + 10
+    assert code not in (None, 0) and seconds < 3 + 20
     tr = read_trace(out)
     assert tr.status == "failed" and "rank 1 did not arrive" in tr.attrs["message"], tr.attrs["message"]
     assert sum("stalled" in line for line in ours(job.output())) == 1
@@ -87,7 +87,7 @@ def test_signal_to_mpiexec_marks_interrupted(tmp_path: Path, sig: signal.Signals
     code, seconds = ended(job, 60)
     # Open MPI's mpiexec ends the job itself and always exits 1 then (PRRTE's convention); MPICH's passes it on
     assert code == (1 if MPI == "openmpi" else 130) or (MPI != "openmpi" and code is not None and code != 0)
-    assert seconds < 10
+    assert seconds < 20
     tr = read_trace(out)
     assert tr.status == "interrupted" and tr.rounds["round"].size > 0
     lines = ours(job.output())
@@ -100,7 +100,7 @@ def test_sigterm_to_one_rank_ends_the_job_with_130(tmp_path: Path) -> None:
     job, ranks, out = start(tmp_path, n=3)
     os.kill(ranks[1], signal.SIGTERM)
     code, seconds = ended(job, 60)
-    assert code == 130 and seconds < 10
+    assert code == 130 and seconds < 30  # within seconds; generous for a loaded CI machine
     tr = read_trace(out)
     assert tr.status == "interrupted" and "rank 1" in tr.attrs["message"]
     assert [line for line in ours(job.output()) if "interrupted" in line] == [
