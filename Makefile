@@ -29,7 +29,7 @@ help:
 $(STAMP): setup.cfg setup.py crpsgd_mpi/mpienv.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[$(MPI),test,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[$(MPI),test,lint]' --config-settings editable_mode=compat
 	$(BIN)/python -m crpsgd_mpi.configure_mpi
 	rm -f $(VENV)/.installed-*
 	touch $@

@@ -5,11 +5,6 @@ The Python API (imported on first use, so that `import crpsgd_mpi` stays cheap o
 with their decorators for plug-ins; the exceptions `InputError`, `RunFailed`, `RunDiverged`, `RunInterrupted`.
 """
 
-from __future__ import annotations
-
-from importlib import import_module
-from typing import Any
-
 __version__ = "0.2.0"
 
 _EXPORTS = {
@@ -22,7 +17,9 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _EXPORTS:
+        from importlib import import_module
+
         return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,8 +4,8 @@ API (`api.execute`) and maps what happens to an exit status."""
 from __future__ import annotations
 
 if __name__ == "__main__":  # before the imports below (numpy, h5py: ~0.2 s): a Ctrl-C now ends us quietly, status 130
+    import _signal  # the built-in module: `signal` itself takes milliseconds to import
     import os as _os
-    import signal as _signal
 
     for _sig in (_signal.SIGINT, _signal.SIGTERM):
         _signal.signal(_sig, lambda signum, frame: _os._exit(130))

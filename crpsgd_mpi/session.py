@@ -7,6 +7,7 @@ import json
 import math
 import platform
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -125,6 +126,7 @@ class Run:
         self.writer: TraceWriter | None = None
         self.monitor: Monitor | None = None
         self.progress = progress and self.backend.is_root
+        self._trace_lock = threading.Lock()  # the supervisor marks the trace while the main thread may create it
 
     def execute(self) -> Outcome:
         """Run to the end; the outcome on this process (failures under MPI may end the process instead)."""
@@ -133,6 +135,7 @@ class Run:
             return self._run()
         except Diverged as exc:  # every process sees the same iterate, so all of them diverge together
             self.backend.close()
+            self._claim_or_wait()
             self._finish("diverged", None, str(exc))
             return Outcome("diverged", EXIT_DIVERGED, self._path(), str(exc))
         except BaseException as exc:  # noqa: BLE001 - every failure must end the whole job
@@ -149,7 +152,9 @@ class Run:
         algorithm = self.p.algorithm.create(Setting(cfg, self.N, L))
         constants = {"L": L, **algorithm.constants()}
         if self.p.out is not None:
-            with signals.deferred_signals():  # a trace that exists has a writer that can mark how the run ended
+            with self._trace_lock, signals.deferred_signals():  # a trace that exists can be marked, whoever ends it
+                if self.backend.ending():
+                    raise Interrupted("the job is ending")
                 self.writer = TraceWriter(self.p.out, self._attrs(constants, f_star), overwrite=cfg.overwrite)
         progress = Progress(cfg.T) if self.progress else None
         self.monitor = Monitor(workers, ledger, EvalPlan(cfg.T, cfg.eval_points), self.writer, f_star,
@@ -162,6 +167,7 @@ class Run:
         if progress is not None:
             progress.close()
         self.backend.close()
+        self._claim_or_wait()
         self._finish("complete", x, None)
         values = {"loss": loss, "grad_norm_sq": gn, "f_star": f_star, "constants": constants, "data": data,
                   "ledger": ledger, "eval_time": self.monitor.eval_time, "wall_time": ledger.elapsed()}
@@ -216,6 +222,10 @@ class Run:
     def _fatal(self, status: str, message: str, code: int, by_launcher: bool = False) -> None:
         """Rank 0, called once by whoever ends the job: mark the trace, say one line (straight to the user when the
         launcher, ending the job itself, no longer relays our output)."""
+        with self._trace_lock:
+            self._mark(status, message, by_launcher)
+
+    def _mark(self, status: str, message: str, by_launcher: bool) -> None:
         if self.monitor is not None and not message.startswith("rank "):
             message += f" (after round {self.monitor.ledger.rounds})"
         where = ""
@@ -237,8 +247,7 @@ class Run:
         # the trace keeps the traceback of the process that failed (a peer sends its own along)
         detail = "" if status == "interrupted" or ours else "\n" + traceback.format_exc()
         if not self.backend.claim_ending():  # the supervisor is ending the job already
-            signals.ignore()
-            time.sleep(30.0)
+            _wait_for_the_end()
         elif not self.backend.is_root:
             signals.ignore()  # rank 0's abort ends this process; no second report
             if status != "interrupted":
@@ -249,6 +258,20 @@ class Run:
             if self.backend.name == "mpi" and self.N > 1:
                 self.backend.abort(code)
         return Outcome(status, code, self._path(), message)
+
+
+    def _claim_or_wait(self) -> None:
+        """The run is over on every process: take the ending (nobody else marks the trace now), unless a supervisor
+        already has (a signal while the last collective completed): then its outcome stands."""
+        if not self.backend.claim_ending():
+            _wait_for_the_end()
+
+
+def _wait_for_the_end() -> None:
+    """Someone else is ending this process (the supervisor, or the launcher it is waiting for)."""
+    signals.ignore()
+    time.sleep(30.0)
+    raise SystemExit(EXIT_FAILED)
 
 
 def _status_of(exc: BaseException) -> tuple[str, int]:

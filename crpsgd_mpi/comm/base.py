@@ -42,8 +42,14 @@ class Backend(ABC):
 
     def claim_ending(self) -> bool:
         """True for the first caller only: that caller (main thread or supervisor) ends the job."""
-        lock: threading.Lock = self.__dict__.setdefault("_ending_lock", threading.Lock())
-        return lock.acquire(blocking=False)
+        return self._ending_lock().acquire(blocking=False)
+
+    def ending(self) -> bool:
+        """True once someone has claimed the ending."""
+        return self._ending_lock().locked()
+
+    def _ending_lock(self) -> threading.Lock:
+        return self.__dict__.setdefault("_ending", threading.Lock())
 
     def close(self) -> None:
         """Every process, after the run's last collective and before the trace is finished: release what the

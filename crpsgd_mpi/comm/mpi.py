@@ -127,6 +127,9 @@ class MPIBackend(Backend):
     def claim_ending(self) -> bool:
         return self.supervisor.claim()
 
+    def ending(self) -> bool:
+        return self.supervisor.ending()
+
     def report_failure(self, message: str, status: str, exit_code: int) -> None:
         if self.is_root:
             return

@@ -113,6 +113,10 @@ class Supervisor(threading.Thread):
         """True for the first caller only: that caller ends the job."""
         return self._ending.acquire(blocking=False)
 
+    def ending(self) -> bool:
+        """True once someone has claimed the ending."""
+        return self._ending.locked()
+
     def quiet(self) -> None:
         """The run is over: ranks may now exit, so stop watching processes and the clock."""
         self._watch.clear()
