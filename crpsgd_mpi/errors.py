@@ -4,13 +4,19 @@ from __future__ import annotations
 
 
 class InputError(ValueError):
-    """Bad user input: reported as one line naming the field and the value, exit status 2."""
+    """Bad user input: reported as one line naming the field and the value, exit status 2. The value is shown by
+    its repr; the field and the reason may echo a file (a TOML key, a parser's message), so any character that is
+    not printable (a line break among them) is shown as '?': the message is one line whatever the input holds."""
 
     def __init__(self, field: str, value: object, reason: str) -> None:
         self.field = field
         self.value = value
         self.reason = reason
-        super().__init__(f"{field}={value!r}: {reason}")
+        super().__init__(f"{_printable(field)}={value!r}: {_printable(reason)}")
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else "?" for ch in str(text))
 
 
 class Interrupted(Exception):
