@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -12,7 +13,9 @@ from typing import Any
 
 import tomllib
 
+from . import limits
 from .errors import InputError
+from .limits import INT64_MAX, MAX_MAGNITUDE, MAX_T, Need
 
 REGULARIZERS = ("l2", "nonconvex", "none")
 BACKENDS = ("auto", "mpi", "local")
@@ -21,6 +24,18 @@ STORAGES = ("auto", "dense", "sparse")
 NAMED_PERIODS = ("stich", "prsgd")
 NAMED_DATASETS = ("synthetic", "fashion-mnist")
 DEFAULT_FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
+DEFAULT_EVAL_POINTS = 40
+#: A configuration is a few hundred bytes; a file far larger is not one (and is not read into memory).
+MAX_CONFIG_BYTES = 1 << 20
+#: Longest --stall-timeout (about 31.7 years); 0 turns the watchdog off.
+MAX_STALL_TIMEOUT = 1e9
+#: Strict forms of a number on the command line: ASCII digits only (int() also takes other scripts' digits,
+#: full-width digits, underscores and surrounding spaces); a float may also be nan or inf, judged by `validate`.
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+#: More digits than this cannot be a 64-bit count (and int() refuses 4300 or more).
+_MAX_DIGITS = 40
 
 
 @dataclass(frozen=True)
@@ -66,7 +81,10 @@ class Config:
     seed: int = field(default=0, metadata={"help": "seed root: shard shuffle and per-worker sampling streams"})
     out: str | None = field(default=None, metadata={"help": "trace path (default: a new file under runs/)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing --out"})
-    eval_points: int = field(default=40, metadata={"help": "full-objective evaluations, spaced geometrically in SFO"})
+    eval_points: int = field(
+        default=DEFAULT_EVAL_POINTS,
+        metadata={"help": "full-objective evaluations, spaced geometrically in SFO (at most max(T + 1, 40))"},
+    )
     backend: str = field(default="auto", metadata={"help": "mpi, local, or auto (mpi when started by mpiexec)"})
     workers: int | None = field(
         default=None,
@@ -117,21 +135,29 @@ class Config:
 
     @staticmethod
     def read_toml(path: str | Path) -> dict[str, Any]:
-        """The raw settings of a TOML file (keys with '_'), not yet checked."""
-        p = Path(path)
+        """The raw settings of a TOML file (keys with '_'), not yet checked. Only a regular file of at most
+        MAX_CONFIG_BYTES of UTF-8 is read (a FIFO or a device is refused without being opened)."""
+        raw = limits.read_small_file(path, "config", MAX_CONFIG_BYTES)
         try:
-            with p.open("rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise InputError("config", str(path), "no such file") from None
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise InputError("config", str(path), f"cannot read TOML: {exc}") from None
+            text = raw.decode("utf-8-sig")  # a leading byte-order mark, as some editors write, is dropped
+        except UnicodeDecodeError as exc:
+            raise InputError("config", str(path), f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                                                  f"{exc.start})") from None
+        try:
+            data = tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
+            raise InputError("config", str(path), f"cannot read TOML: {limits.shown(exc)}") from None
         return {k.replace("-", "_"): v for k, v in data.items()}
 
     def validate(self) -> None:
-        """Raise InputError naming the first invalid field."""
+        """Raise InputError naming the first invalid field: types, ranges, the relations between fields, and the
+        memory the settings alone imply (the rest of the memory plan needs the data's shape and N: `check_source`)."""
         from .registry import ALGORITHMS, SCHEDULES
 
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, str) and "\0" in value:
+                raise InputError(f.name, value, "must not contain a NUL character")
         if self.algorithm not in ALGORITHMS:
             ALGORITHMS.get(self.algorithm)  # raises, listing what is registered
         if self.schedule not in SCHEDULES:
@@ -140,55 +166,98 @@ class Config:
         _choice("backend", self.backend, BACKENDS)
         _choice("reduction", self.reduction, REDUCTIONS)
         _choice("storage", self.storage, STORAGES)
-        _at_least("T", self.T, 1)
-        _at_least("B1", self.B1, 1)
-        if not (math.isfinite(self.rho) and self.rho > 1):
+        _count("T", self.T, 1, MAX_T, "2^62: SFO counts and evaluation targets must stay 64-bit integers")
+        _count("B1", self.B1, 1)
+        if not (_is_number(self.rho) and math.isfinite(self.rho) and self.rho > 1):
             raise InputError("rho", self.rho, "must be a finite number > 1")
         for name in ("gamma", "theta"):
             value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
+            if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
                 raise InputError(name, value, "must be a finite number > 0")
-        _at_least("batch_size", self.batch_size, 1)
-        if not (math.isfinite(self.step_factor) and self.step_factor > 1):
+        if self.theta is not None and self.theta > MAX_MAGNITUDE:
+            raise InputError("theta", self.theta, f"must be <= {MAX_MAGNITUDE:g} (gamma = 1/(L + theta) must stay > 0)")
+        _count("batch_size", self.batch_size, 1)
+        if not (_is_number(self.step_factor) and math.isfinite(self.step_factor) and self.step_factor > 1):
             raise InputError("step_factor", self.step_factor, "must be a finite number > 1")
-        _at_least("step_every", self.step_every, 1)
-        if not (math.isfinite(self.norm_theta) and self.norm_theta > 0):
+        _count("step_every", self.step_every, 1)
+        if not (_is_number(self.norm_theta) and math.isfinite(self.norm_theta) and self.norm_theta > 0):
             raise InputError("norm_theta", self.norm_theta, "must be a finite number > 0")
         if isinstance(self.period, str):
-            _choice("period", self.period, NAMED_PERIODS)
+            if self.period not in NAMED_PERIODS:
+                raise InputError("period", self.period, "must be an integer >= 1, 'stich' or 'prsgd'")
         else:
-            _at_least("period", self.period, 1)
-        _at_least("local_batch", self.local_batch, 1)
-        if not math.isfinite(self.lam) or self.lam < 0:
+            _count("period", self.period, 1)
+        _count("local_batch", self.local_batch, 1)
+        if not _is_number(self.lam) or not math.isfinite(self.lam) or self.lam < 0:
             raise InputError("lam", self.lam, "must be a finite number >= 0")
+        if self.lam > MAX_MAGNITUDE:
+            raise InputError("lam", self.lam, f"must be <= {MAX_MAGNITUDE:g} (the smoothness constant L must stay "
+                                              "finite, and gamma = 1/L > 0)")
         if self.regularizer != "none" and self.lam == 0:
             raise InputError("lam", self.lam, f"must be > 0 with regularizer {self.regularizer!r} (or use 'none')")
         if not self.dataset:
             raise InputError("dataset", self.dataset, "must be 'synthetic', 'fashion-mnist' or a file path")
-        _at_least("samples", self.samples, 1)
-        _at_least("features", self.features, 1)
-        if not (math.isfinite(self.condition) and self.condition >= 1):
+        _count("samples", self.samples, 1)
+        _count("features", self.features, 1)
+        if not (_is_number(self.condition) and math.isfinite(self.condition) and self.condition >= 1):
             raise InputError("condition", self.condition, "must be a finite number >= 1")
-        if not (0 <= self.label_noise < 0.5):
+        if not (_is_number(self.label_noise) and 0 <= self.label_noise < 0.5):
             raise InputError("label_noise", self.label_noise, "must be in [0, 0.5)")
-        _at_least("data_seed", self.data_seed, 0)
-        _at_least("seed", self.seed, 0)
-        _at_least("eval_points", self.eval_points, 2)
+        _count("data_seed", self.data_seed, 0, INT64_MAX, "2^63 - 1: the trace stores seeds as 64-bit integers")
+        _count("seed", self.seed, 0, INT64_MAX, "2^63 - 1: the trace stores seeds as 64-bit integers")
+        _count("eval_points", self.eval_points, 2)
+        cap = max(self.T + 1, DEFAULT_EVAL_POINTS)
+        if self.eval_points > cap:
+            raise InputError("eval_points", self.eval_points,
+                             f"must be <= max(T + 1, {DEFAULT_EVAL_POINTS}) = {cap}: the plan has at most T targets "
+                             "(one per SFO), plus the start")
         if self.workers is not None:
-            _at_least("workers", self.workers, 1)
-        if not (math.isfinite(self.stall_timeout) and self.stall_timeout >= 0):
+            _count("workers", self.workers, 1)
+        if not (_is_number(self.stall_timeout) and math.isfinite(self.stall_timeout) and self.stall_timeout >= 0):
             raise InputError("stall_timeout", self.stall_timeout, "must be a finite number of seconds >= 0 (0: off)")
+        if self.stall_timeout > MAX_STALL_TIMEOUT:
+            raise InputError("stall_timeout", self.stall_timeout,
+                             f"must be <= {MAX_STALL_TIMEOUT:g} seconds (0 turns the watchdog off)")
         if self.fault is not None:
             self.fault_point()
+        limits.require(self._fixed_needs())
+
+    def _fixed_needs(self) -> list[Need]:
+        """Memory every process needs whatever N and the data: the evaluation plan; for synthetic data also the row
+        permutation, the generator's blocks and the model-sized vectors."""
+        needs = [Need("eval_points", self.eval_points, 32.0 * self.eval_points,
+                      f"the evaluation plan ({self.eval_points} points x 32 bytes)")]
+        if self.dataset == "synthetic":
+            d = self.features + self.intercept
+            vectors = limits.FIXED_VECTORS + limits.VECTORS_PER_WORKER + 1
+            needs += [
+                Need("samples", self.samples, 8.0 * self.samples, f"the row permutation ({self.samples} rows x 8 bytes)"),
+                Need("features", self.features, 8.0 * vectors * d,
+                     f"model-sized vectors ({vectors} vectors of {d} x 8 bytes)"),
+                Need("features", self.features, 3 * 8.0 * limits.GENERATOR_BLOCK * self.features,
+                     f"the generator's blocks (3 x {limits.GENERATOR_BLOCK} rows x {self.features} features x 8 bytes)"),
+            ]
+        return needs
 
     def fault_point(self) -> tuple[int, int] | None:
         """(worker, round) of the injected failure, if any."""
         if self.fault is None:
             return None
         parts = self.fault.split(":")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        if len(parts) != 2 or not all(_INT_TEXT.fullmatch(p.strip()) and p.strip()[0] != "-" for p in parts):
             raise InputError("fault", self.fault, "must be 'WORKER:ROUND' with two non-negative integers")
-        return int(parts[0]), int(parts[1])
+        worker, after = (int(p) if len(p.strip()) <= _MAX_DIGITS else INT64_MAX + 1 for p in parts)
+        if worker > INT64_MAX or after > INT64_MAX:
+            raise InputError("fault", self.fault, "WORKER and ROUND must be < 2^63")
+        return worker, after
+
+    def check_workers(self, n_workers: int) -> None:
+        """The checks that need the number of workers N (known once the backend exists): the injected fault's
+        worker must be one of the N."""
+        point = self.fault_point()
+        if point is not None and point[0] >= n_workers:
+            raise InputError("fault", self.fault, f"worker {point[0]} does not exist: the run has workers "
+                                                  f"0..{n_workers - 1}")
 
     def with_updates(self, **changes: Any) -> Config:
         """A validated copy with some fields changed."""
@@ -211,6 +280,51 @@ class Config:
         return tomli_w.dumps({k: v for k, v in self.to_dict().items() if v is not None})
 
 
+def _field_type(key: str) -> str:
+    known = {f.name: str(f.type) for f in fields(Config)}
+    if key not in known:
+        raise InputError(key, None, "unknown setting")
+    return known[key]
+
+
+def cli_value(key: str, text: Any) -> Any:
+    """The value of `key` from its command-line text, parsed strictly: an integer is ASCII digits with an optional
+    sign (no other scripts' or full-width digits, no underscores or spaces), a number is an ASCII decimal or
+    nan/inf (judged by `validate`), a bool one of true/false, yes/no, on/off, 1/0. A bad text raises the InputError
+    a TOML file's bad value raises (same field, same reason); a non-string (an on/off flag's bool) passes through."""
+    if not isinstance(text, str):
+        return text
+    ann = _field_type(key)
+    if key == "period":
+        if _INT_TEXT.fullmatch(text):
+            return _int_text(key, text)
+        return text.strip().lower()
+    if ann.startswith("bool"):
+        word = text.strip().lower()
+        if word not in _BOOL_WORDS:
+            raise InputError(key, text, "must be true or false")
+        return _BOOL_WORDS[word]
+    if ann.startswith("int"):
+        if not _INT_TEXT.fullmatch(text):
+            raise InputError(key, _short(text), "must be an integer")
+        return _int_text(key, text)
+    if ann.startswith("float"):
+        if not _FLOAT_TEXT.fullmatch(text):
+            raise InputError(key, _short(text), "must be a number")
+        return float(text) + 0.0  # -0.0 becomes 0.0
+    return text
+
+
+def _int_text(key: str, text: str) -> int:
+    if len(text.lstrip("+-").lstrip("0")) > _MAX_DIGITS:
+        raise InputError(key, _short(text), f"must be an integer < 2^63 (it has {len(text)} digits)")
+    return int(text)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Check a raw value against a field's annotation (string form, from __future__ annotations)."""
     ann = str(annotation)
@@ -223,11 +337,13 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             raise InputError(key, value, "must be an integer >= 1, 'stich' or 'prsgd'")
         if isinstance(value, int):
             return value
+        if isinstance(value, float) and value.is_integer() and abs(value) <= INT64_MAX:
+            return int(value)
         if isinstance(value, str):
-            text = value.strip().lower()
-            if text.isdigit():
-                return int(text)
-            return text
+            text = value.strip()
+            if _INT_TEXT.fullmatch(text):
+                return _int_text(key, text)
+            return text.lower()
         raise InputError(key, value, "must be an integer >= 1, 'stich' or 'prsgd'")
     if ann.startswith("tuple[str"):
         items = [value] if isinstance(value, str) else value
@@ -241,13 +357,18 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if ann.startswith("int"):
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
+                if abs(value) > INT64_MAX:
+                    raise InputError(key, value, "must be an integer < 2^63")
                 return int(value)
             raise InputError(key, value, "must be an integer")
         return value
     if ann.startswith("float"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(key, value, "must be a number")
-        return float(value)
+        try:
+            return float(value) + 0.0  # -0.0 becomes 0.0
+        except OverflowError:  # an integer beyond the largest float
+            raise InputError(key, value, "must be a finite number") from None
     if ann.startswith("str"):
         if not isinstance(value, str):
             raise InputError(key, value, "must be a string")
@@ -260,6 +381,18 @@ def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
         raise InputError(name, value, "must be one of " + ", ".join(allowed))
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _at_least(name: str, value: int, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise InputError(name, value, f"must be an integer >= {low}")
+
+
+def _count(name: str, value: int, low: int, high: int = INT64_MAX,
+           why: str = "2^63 - 1: counts are 64-bit integers") -> None:
+    """An integer in [low, high]; above high the reason says why that is the limit."""
+    _at_least(name, value, low)
+    if value > high:
+        raise InputError(name, value, f"must be <= {why}")

@@ -9,15 +9,21 @@ if TYPE_CHECKING:
 
 
 class InputError(ValueError):
-    """Bad user input: reported as one line naming the field and the value, exit status 2. `rank` is the MPI rank
-    that found it when only some processes did."""
+    """Bad user input: reported as one line naming the field and the value, exit status 2. The value is shown by
+    its repr; the field and the reason may echo a file (a TOML key, a parser's message), so any character that is
+    not printable (a line break among them) is shown as '?': the message is one line whatever the input holds.
+    `rank` is the MPI rank that found it when only some processes did."""
 
     def __init__(self, field: str, value: object, reason: str, rank: int | None = None) -> None:
         self.field = field
         self.value = value
         self.reason = reason
         self.rank = rank
-        super().__init__(f"{field}={value!r}: {reason}")
+        super().__init__(f"{_printable(field)}={value!r}: {_printable(reason)}")
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else "?" for ch in str(text))
 
 
 class Interrupted(Exception):

@@ -21,7 +21,7 @@ from typing import NoReturn
 from . import __version__, signals
 from .api import config_from, execute
 from .comm import rank_from_env
-from .config import Config
+from .config import Config, cli_value
 from .errors import InputError, Interrupted
 from .outcome import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say
 from .registry import ALGORITHMS, DATASETS, PROBLEMS, SCHEDULES, load_plugins
@@ -55,10 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, dest=f.name, action="append", default=None, metavar="MODULE_OR_FILE", help=helptext)
         elif ann.startswith("int |") and f.name == "period":
             p.add_argument(flag, dest=f.name, default=None, metavar="H|stich|prsgd", help=helptext)
-        elif ann.startswith("int"):
-            p.add_argument(flag, dest=f.name, type=int, default=None, metavar="INT", help=helptext)
+        elif ann.startswith("int"):  # parsed strictly by `cli_value`, as a TOML value would be
+            p.add_argument(flag, dest=f.name, default=None, metavar="INT", help=helptext)
         elif ann.startswith("float"):
-            p.add_argument(flag, dest=f.name, type=float, default=None, metavar="X", help=helptext)
+            p.add_argument(flag, dest=f.name, default=None, metavar="X", help=helptext)
         else:
             p.add_argument(flag, dest=f.name, default=None, help=helptext)
     return p
@@ -89,7 +89,7 @@ def parse(argv: Sequence[str] | None) -> tuple[Config | None, str | None]:
         return None, None
     ns = vars(parser.parse_args(args))
     path, listing = ns.pop("config"), ns.pop("list")
-    options = {k: v for k, v in ns.items() if v is not None}
+    options = {k: cli_value(k, v) for k, v in ns.items() if v is not None}
     if listing:
         load_plugins(options.get("plugin", ()))
         for flag, registry in _LISTED:

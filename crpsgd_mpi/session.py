@@ -53,6 +53,7 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
     error: InputError | None = None
     algorithm, data, out = None, None, None
     try:
+        cfg.check_workers(backend.n_workers)
         algorithm = ALGORITHMS.get(cfg.algorithm)
         algorithm.check(cfg, backend.n_workers)
         if backend.is_root:
@@ -207,12 +208,13 @@ class Run:
                 except TraceWriteError:
                     if status == "complete":
                         raise
-            if self.writer is None or self.monitor is None:
+            if self.writer is None:
                 return
-            led = self.monitor.ledger
-            extra: dict[str, Any] = {"rounds_total": led.rounds, "sfo_per_worker": led.sfo,
-                                     "unspent_sfo": self.cfg.T - led.sfo, "bytes_per_rank": led.bytes,
-                                     "wall_time": led.elapsed(), "eval_time": self.monitor.eval_time}
+            extra: dict[str, Any] = {}
+            if self.monitor is not None:
+                led = self.monitor.ledger
+                extra = {"rounds_total": led.rounds, "sfo_per_worker": led.sfo, "unspent_sfo": self.cfg.T - led.sfo,
+                         "bytes_per_rank": led.bytes, "wall_time": led.elapsed(), "eval_time": self.monitor.eval_time}
             if message:
                 extra["message"] = message
             self.writer.finish(status, x, extra)

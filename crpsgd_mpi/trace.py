@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,6 +33,8 @@ _FLOAT_COLUMNS = {"wall_time", "loss", "grad_norm_sq", "suboptimality"}
 #: Room kept free on the trace's file system: HDF5 needs some for its metadata, and a run that stops for lack of
 #: space must still be able to mark its trace failed.
 DISK_MARGIN = 1 << 20
+#: Seconds a write waits for another process (h5dump, a viewer) that holds HDF5's lock on the trace.
+LOCK_PATIENCE = 10.0
 
 
 class TraceWriteError(RuntimeError):
@@ -131,13 +134,23 @@ class TraceWriter:
         if (st.st_dev, st.st_ino) != self._identity:
             raise TraceWriteError(self.path, "the file was replaced by someone else (another run with --overwrite?)")
 
-    def _guarded(self, write: Callable[[], None]) -> None:
-        try:
-            write()
-        except (OSError, RuntimeError, ValueError, KeyError) as exc:
-            _collect_quietly()  # h5py reports the failed close of the file from a destructor
-            errno_text = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else ""
-            raise TraceWriteError(self.path, errno_text or f"{type(exc).__name__}: {exc}") from None
+    def _guarded(self, write: Callable[[], None], patience: float = LOCK_PATIENCE) -> None:
+        """Run one write; a reader holding HDF5's file lock (h5dump, a viewer) is waited for, up to `patience`
+        seconds; any other failure is a TraceWriteError."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                write()
+                return
+            except (OSError, RuntimeError, ValueError, KeyError) as exc:
+                _collect_quietly()  # h5py reports the failed close of the file from a destructor
+                if _locked_by_a_reader(exc) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                errno_text = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else ""
+                if _locked_by_a_reader(exc):
+                    errno_text = f"another process held the file locked for {patience:g} s"
+                raise TraceWriteError(self.path, errno_text or f"{type(exc).__name__}: {exc}") from None
 
     def append(self, group: str, columns: Mapping[str, np.ndarray]) -> None:
         """Append equal-length columns to `group` ('rounds' or 'evals')."""
@@ -201,6 +214,10 @@ class TraceWriter:
             return partial
 
 
+def _locked_by_a_reader(exc: BaseException) -> bool:
+    return isinstance(exc, BlockingIOError) or "unable to lock file" in str(exc).lower()
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -250,7 +267,7 @@ def load_trace(path: str | Path) -> Trace:
     import pandas as pd
 
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(path, "r", locking=False) as f:  # never block the run that is writing it
             if "rounds" not in f or "evals" not in f or "status" not in f.attrs:
                 raise InputError("trace", str(path), "not a crpsgd_mpi trace (no /rounds, /evals or status)")
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}

@@ -40,6 +40,8 @@ class LocalSGD(Algorithm):
 
     @classmethod
     def check(cls, cfg: Config, n_workers: int) -> None:
+        if cfg.local_batch > cfg.T:
+            raise InputError("local_batch", cfg.local_batch, f"must be <= T ({cfg.T}), or no round fits the budget")
         period = resolve_period(cfg.period, n_workers, cfg.T)
         if period * cfg.local_batch > cfg.T:
             raise InputError("period", cfg.period, f"period x local_batch = {period * cfg.local_batch} "

@@ -6,11 +6,17 @@ import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
+from .. import limits
 from ..errors import InputError
+from ..limits import MAX_MAGNITUDE
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 Matrix = np.ndarray | sp.csr_matrix
 
@@ -60,6 +66,16 @@ class Source(ABC):
     def fingerprint(self) -> str:
         """A short string that changes when the data changes (used to cache f*)."""
 
+    @property
+    def n_columns(self) -> int | None:
+        """Feature columns before any intercept (None: the source does not say; see `check_source`)."""
+        return None
+
+    @property
+    def nnz(self) -> int | None:
+        """Stored non-zeros of a sparse source held whole in memory (LIBSVM); None for a dense one."""
+        return None
+
 
 def binary_labels(y: np.ndarray, where: str) -> np.ndarray:
     values = np.unique(y)
@@ -83,9 +99,24 @@ def _density(X: sp.spmatrix) -> float:
 
 
 def check_finite(X: Matrix, where: str) -> None:
+    """Features must be finite, and every row's squared norm below MAX_MAGNITUDE: the smoothness constant
+    L <= max ||a_i||^2 / 4 (+ the regulariser's) is then finite and gamma = 1/L > 0."""
     values = X.data if sp.issparse(X) else X
     if not np.all(np.isfinite(values)):
         raise InputError("dataset", where, "features contain NaN or inf")
+    if values.size == 0:
+        return
+    with np.errstate(over="ignore"):
+        if sp.issparse(X):
+            norms = np.asarray(sp.csr_matrix((values * values, X.indices, X.indptr), shape=X.shape).sum(axis=1)).ravel()
+        else:
+            norms = np.einsum("ij,ij->i", X, X)
+    worst = int(np.argmax(np.where(np.isfinite(norms), norms, np.inf))) if norms.size else 0
+    if norms.size and not norms[worst] < MAX_MAGNITUDE:
+        peak = float(np.max(np.abs(X[worst].data if sp.issparse(X) else X[worst])))
+        raise InputError("dataset", where, f"feature values too large: a row's squared norm is {norms[worst]:.3g} "
+                                           f"(largest value {peak:.3g}); it must be below {MAX_MAGNITUDE:g}, or the "
+                                           "smoothness constant L is not finite and gamma = 1/L learns nothing")
 
 
 def add_intercept(X: Matrix) -> Matrix:
@@ -101,3 +132,20 @@ def file_digest(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def check_source(cfg: Config, source: Source, n_workers: int, local_workers: int) -> None:
+    """Before any row is read: the source holds rows, there are no more workers than rows, and the run's memory
+    plan (`limits.plan_run`: permutation, data, batch buffers, vectors, workers) fits this machine, times the
+    processes of this job on this host."""
+    n_rows = source.n_rows
+    if n_rows == 0:
+        raise InputError("dataset", cfg.dataset, "holds no samples")
+    if n_workers > n_rows:
+        raise InputError("workers", n_workers, f"more workers than samples ({n_rows})")
+    columns = source.n_columns if source.n_columns is not None else cfg.features
+    d = columns + cfg.intercept
+    nnz = source.nnz
+    sparse = nnz is not None and (cfg.storage == "sparse" or (cfg.storage == "auto" and nnz < 0.25 * n_rows * d))
+    needs = limits.plan_run(cfg, n_workers, local_workers, n_rows, d, nnz, sparse)
+    limits.require(needs, limits.processes_on_this_host())

@@ -12,7 +12,7 @@ from ..config import Config
 from ..errors import InputError
 from ..registry import DATASETS
 from ..seeding import Stream, rng_for
-from .base import Dataset, Shard, Source, binary_labels, check_finite, to_storage
+from .base import Dataset, Shard, Source, binary_labels, check_finite, check_source, to_storage
 from .files import HDF5Source, LibsvmSource
 from .fmnist import FashionMNISTSource
 from .synthetic import SyntheticSource
@@ -58,6 +58,7 @@ def shuffle(n_rows: int, seed: int) -> np.ndarray:
 def load(cfg: Config, n_workers: int, workers: Sequence[int]) -> Dataset:
     """Load the shards of `workers` (this process's workers) out of N, validating the data."""
     source = open_source(cfg)
+    check_source(cfg, source, n_workers, len(workers))
     n_rows = source.n_rows
     if n_workers > n_rows:
         raise InputError("workers", n_workers, f"more workers than samples ({n_rows})")

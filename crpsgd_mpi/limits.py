@@ -1,0 +1,293 @@
+"""What the machine can give a run: the memory budget, the plan of a run's large arrays, one-line refusals."""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from .config import Config
+
+#: A run may plan on this share of the memory available when it starts. The plan counts only the large arrays
+#: (data, index permutation, batch buffers, model-sized vectors, evaluation plan); the rest of the share is the
+#: margin for what it leaves out (Python, numpy, h5py, MPI, temporaries of the kernels).
+SAFETY = 0.8
+#: Bytes of memory to assume available instead of asking the machine (tests; a smaller share of a shared host).
+MEMORY_ENV = "CRPSGD_MEMORY_LIMIT"
+#: Largest value of a count stored in the trace as a 64-bit signed integer.
+INT64_MAX = 2**63 - 1
+#: Largest SFO budget T: counts and evaluation targets (computed through float64) stay inside int64.
+MAX_T = 2**62
+#: Largest finite magnitude accepted for a squared row norm of the data, lam or theta: the smoothness constant
+#: L <= max squared row norm / 4 + 2 lam stays far from overflow, so gamma = 1/L is meaningful.
+MAX_MAGNITUDE = 1e150
+#: Bytes a worker costs beyond its vectors: its random generator (about 1.1 KB measured), shard and views.
+WORKER_OVERHEAD = 2048
+#: Model-sized vectors besides the per-worker ones: iterates, the evaluation's, L-BFGS's history for f* (maxcor 30).
+FIXED_VECTORS = 96
+#: Model-sized vectors held per local worker: model, gradient, evaluation row, power-iteration row.
+VECTORS_PER_WORKER = 4
+#: Rows per block of the synthetic generator (data.synthetic.SYNTHETIC_BLOCK; a test keeps them equal).
+GENERATOR_BLOCK = 4096
+#: Up to this many rounds, the largest CR-PSGD batch is found by running the schedule (O(1) per round).
+EXACT_ROUNDS = 20_000
+
+
+@dataclass(frozen=True)
+class Need:
+    """One planned allocation: the option that sets it (named when it dominates), its value, bytes, what it is."""
+
+    field: str
+    value: object
+    nbytes: float
+    what: str
+
+
+def human(nbytes: float) -> str:
+    """Bytes in decimal units, two significant digits at least: '8.0 TB', '23 GB', '512 B'."""
+    for unit, size in (("EB", 1e18), ("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= size:
+            value = nbytes / size
+            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{nbytes:.0f} B"
+
+
+def available_memory() -> tuple[int, str]:
+    """(bytes, who says so, as the start of a sentence): $CRPSGD_MEMORY_LIMIT if set, else MemAvailable of
+    /proc/meminfo (else the free physical pages), lowered to what a cgroup memory limit leaves."""
+    text = os.environ.get(MEMORY_ENV, "").strip()
+    if text:
+        if not text.isascii() or not text.isdigit() or int(text) <= 0:
+            raise InputError(MEMORY_ENV, text, "must be a positive number of bytes")
+        return int(text), f"${MEMORY_ENV} says"
+    avail = _meminfo_available()
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            avail = 1 << 62  # nothing to go by: plan-size checks reduce to the range checks
+    left = _cgroup_left()
+    if left is not None and left < avail:
+        return left, "its memory cgroup leaves"
+    return avail, "this machine has"
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo", "rb") as fh:
+            for line in fh.read(1 << 16).decode("ascii", "replace").splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_left() -> int | None:
+    """Bytes the process's cgroup (v2, else v1) still allows, if it has a limit."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file, "rb") as fh:
+                limit_text = fh.read(64).decode("ascii").strip()
+            if not limit_text.isdigit():
+                continue  # "max": no limit
+            with open(usage_file, "rb") as fh:
+                usage = int(fh.read(64).decode("ascii").strip())
+        except (OSError, ValueError):
+            continue
+        limit = int(limit_text)
+        if limit >= 1 << 60:  # v1's "no limit" is a huge number
+            continue
+        return max(limit - usage, 0)
+    return None
+
+
+def processes_on_this_host() -> int:
+    """Processes of this job on this host as the MPI launcher announces it (1 when not launched by MPI): each
+    holds its own copy of what every process holds, so the host's memory is shared by all of them."""
+    for var in ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE", "PMI_LOCAL_SIZE"):
+        text = os.environ.get(var, "").strip()
+        if text.isascii() and text.isdigit() and int(text) >= 1:
+            return int(text)
+    return 1
+
+
+def require(needs: Sequence[Need], processes: int = 1) -> None:
+    """Refuse, naming the option of the largest need, when `processes` times the needs exceed the budget."""
+    total = processes * sum(n.nbytes for n in needs)
+    avail, source = available_memory()
+    if total <= SAFETY * avail:
+        return
+    top = max(needs, key=lambda n: n.nbytes)
+    each = f" for the {processes} processes of this job on this host" if processes > 1 else ""
+    raise InputError(top.field, top.value,
+                     f"needs about {human(total)} of memory{each}, {human(processes * top.nbytes)} of it for {top.what}; "
+                     f"{source} {human(avail)} available and a run may plan on {SAFETY:.0%} of it")
+
+
+def largest_batch(cfg: Config, n_workers: int) -> tuple[int, str]:
+    """(an upper bound on the largest per-worker batch the run will draw, the option that sets it)."""
+    if cfg.algorithm == "psgd":
+        return cfg.batch_size, "batch_size"
+    if cfg.algorithm == "local-sgd":
+        return cfg.local_batch, "local_batch"
+    budget = cfg.T
+    if cfg.algorithm == "catalyst":
+        budget = math.isqrt(cfg.T // n_workers) if cfg.T >= n_workers else 0
+    bound = geometric_batch_bound(budget, cfg.B1, cfg.rho)
+    return bound, ("B1" if bound <= cfg.B1 else "T")
+
+
+def geometric_batch_bound(budget: int, B1: int, rho: float) -> int:
+    """An upper bound on the largest B_t = floor(B1 rho^(t-1)) run under `budget` (B_1 + ... + B_t <= budget).
+
+    With R rounds run and x = B1 rho^(R-1) >= B_R: budget >= sum floor(B1 rho^k) >= (x rho - B1)/(rho - 1) - R, so
+    B_R <= ((budget + R)(rho - 1) + B1) / rho, and R <= min(budget / B1, 1 + log((budget + 1)/B1) / log rho).
+    Where that bound on R is small the schedule itself is run instead (exact)."""
+    if budget < B1:
+        return B1
+    log_rho = math.log1p(rho - 1.0)
+    rounds = min(budget // B1, 2 + int(math.log((budget + 1) / B1) / log_rho)) if log_rho > 0 else budget // B1
+    if rounds <= EXACT_ROUNDS:  # few rounds: the exact largest batch, by running the schedule's counts
+        from .schedules import Geometric
+
+        return max(Geometric(B1, rho).within(budget), default=B1)
+    bound = ((budget + rounds) * (rho - 1.0) + B1) / rho
+    return int(min(budget, max(B1, math.floor(bound) + 1)))
+
+
+def plan_run(cfg: Config, n_workers: int, local_workers: int, n_rows: int, n_columns: int,
+             nnz: int | None = None, sparse: bool = False) -> list[Need]:
+    """The large arrays one process allocates for a run, each tied to the option that sets its size.
+
+    `n_columns` counts the intercept; `nnz` (sparse data held whole by the source, LIBSVM) and `sparse` (the shards
+    stay CSR) describe a sparse file. Dense shards are counted twice: a shard and its copy exist while loading
+    (re-ordering, adding the intercept, stacking the local shards into one array)."""
+    synthetic = cfg.dataset == "synthetic"
+    rows_field, rows_value = ("samples", cfg.samples) if synthetic else ("dataset", cfg.dataset)
+    cols_field, cols_value = ("features", cfg.features) if synthetic else ("dataset", cfg.dataset)
+    k, N, d = local_workers, n_workers, n_columns
+    local_rows = min(n_rows, -(-n_rows // N) * k)
+    needs = [Need(rows_field, rows_value, 8.0 * n_rows, f"the row permutation ({n_rows} rows x 8 bytes)")]
+    if sparse and nnz is not None:
+        local_nnz = nnz * local_rows / max(n_rows, 1) + local_rows * cfg.intercept
+        needs.append(Need(rows_field, rows_value, 2 * (12.0 * local_nnz + 8.0 * local_rows),
+                          f"the sparse shards (2 x {local_nnz:.0f} non-zeros x 12 bytes)"))
+    else:
+        what = "samples x features" if synthetic else "rows x columns"
+        needs.append(Need(rows_field, rows_value, 2 * 8.0 * local_rows * d,
+                          f"the data (2 x {local_rows} {what.split(' x ')[0]} x {d} {what.split(' x ')[1]} x 8 bytes: "
+                          "the shards and a copy while loading)"))
+    vectors = VECTORS_PER_WORKER * k + N + FIXED_VECTORS
+    needs.append(Need(cols_field, cols_value, 8.0 * vectors * d,
+                      f"model-sized vectors ({vectors} vectors of {d} x 8 bytes)"))
+    needs.append(Need("workers", n_workers, float(WORKER_OVERHEAD * k),
+                      f"{k} virtual workers' generators and shards ({WORKER_OVERHEAD} bytes each)"))
+    batch, batch_field = largest_batch(cfg, N)
+    if sparse:
+        per_row = 12.0 * (nnz or 0) / max(n_rows, 1) + 40.0
+        needs.append(Need(batch_field, getattr(cfg, batch_field), per_row * batch,
+                          f"the sparse batch of up to {batch} rows"))
+    else:  # the product of two settings: the larger factor is named
+        field, value = (batch_field, getattr(cfg, batch_field)) if batch >= k else ("workers", n_workers)
+        needs.append(Need(field, value, 2.0 * k * batch * (8.0 * d + 32.0),
+                          f"the batch buffers (2 x {k} workers x batch up to {batch} x {d} features x 8 bytes)"))
+    needs.append(Need("eval_points", cfg.eval_points, 32.0 * cfg.eval_points,
+                      f"the evaluation plan ({cfg.eval_points} points x 32 bytes)"))
+    if synthetic:
+        needs.append(Need("features", cfg.features, 3 * 8.0 * GENERATOR_BLOCK * cfg.features,
+                          f"the generator's blocks (3 x {GENERATOR_BLOCK} rows x {cfg.features} features x 8 bytes)"))
+    return needs
+
+
+# ---- files named by the user ---------------------------------------------------------------------
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def shown(obj: object, limit: int = 160) -> str:
+    """Text echoed from a file or an exception: printable ASCII only, on one line, at most `limit` characters."""
+    text = " ".join("".join(ch if " " <= ch <= "~" else "?" for ch in str(obj).replace("\n", " ")).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def regular_file(path: str | os.PathLike[str], field: str) -> os.stat_result:
+    """The stat of `path` if it is a regular file (symbolic links followed); otherwise an InputError naming `field`
+    and the path: missing, a directory, a FIFO, a device or a socket is refused without opening it."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(field, str(path), "no such file") from None
+    except NotADirectoryError:
+        raise InputError(field, str(path), "no such file (a folder on its path is a file)") from None
+    except OSError as exc:
+        raise InputError(field, str(path), f"cannot be read: {shown(exc.strerror or exc)}") from None
+    except ValueError as exc:  # e.g. an embedded NUL
+        raise InputError(field, str(path), f"is not a usable path: {shown(exc)}") from None
+    return _must_be_regular(st, path, field)
+
+
+def _must_be_regular(st: os.stat_result, path: str | os.PathLike[str], field: str) -> os.stat_result:
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(field, str(path), "is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+        raise InputError(field, str(path), f"is {kind}, not a regular file" if kind.startswith("a ") else kind)
+    return st
+
+
+def open_regular(path: str | os.PathLike[str], field: str) -> tuple[int, os.stat_result]:
+    """(an open read-only descriptor, its stat) of the regular file `path`: checked before opening (a FIFO is never
+    opened, so nothing blocks) and again on the descriptor (the path may have changed in between)."""
+    regular_file(path, field)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise InputError(field, str(path), f"cannot be read: {shown(exc.strerror or exc)}") from None
+    try:
+        st = _must_be_regular(os.fstat(fd), path, field)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def readable_file(path: str | os.PathLike[str], field: str) -> int:
+    """The size in bytes of the regular file `path` after checking it can be opened for reading (a library then
+    opens it by name); refused as `regular_file` does, and when permission is denied."""
+    fd, st = open_regular(path, field)
+    os.close(fd)
+    return st.st_size
+
+
+def read_small_file(path: str | os.PathLike[str], field: str, max_bytes: int) -> bytes:
+    """The whole content of the regular file `path`, refused beyond `max_bytes` (read at most that plus one byte,
+    whatever its size claims)."""
+    fd, st = open_regular(path, field)
+    try:
+        if st.st_size > max_bytes:
+            raise InputError(field, str(path), f"is {st.st_size} bytes; at most {max_bytes} are read")
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise InputError(field, str(path), f"cannot be read: {shown(exc.strerror or exc)}") from None
+    finally:
+        os.close(fd)
+    if size > max_bytes:
+        raise InputError(field, str(path), f"is more than {max_bytes} bytes; at most {max_bytes} are read")
+    return b"".join(chunks)

@@ -1,0 +1,350 @@
+"""Hostile conditions, as tables of cases: outputs never destroy inputs; writes are safe whatever the disk does (full,
+read-only, locked by a reader, raced for); every way a run is stopped ends it cleanly, at any moment of its life."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from mpijobs import ShellJob, ours
+
+from conftest import HEART
+from crpsgd_mpi.procs import process_alive, process_tree, send
+from crpsgd_mpi.trace import read_trace
+
+RUN = [sys.executable, "-m", "crpsgd_mpi.run"]
+SMALL = ["--backend", "local", "--workers", "2", "--samples", "2000", "--features", "5", "--eval-points", "5"]
+LONG = [*SMALL, "--algorithm", "psgd", "--T", "100000000"]
+
+
+def cli(args: list[str], cwd: Path, timeout: float = 60, stdout: int | None = None) -> subprocess.CompletedProcess:
+    """The command line in a process of its own (stdout captured unless given)."""
+    env = {**os.environ, "CRPSGD_CACHE": str(cwd / "cache")}
+    return subprocess.run([*RUN, *args], cwd=cwd, capture_output=stdout is None, stdout=stdout, text=True,
+                          timeout=timeout, env=env, stderr=subprocess.PIPE if stdout is not None else None)
+
+
+def one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+# -- 1. outputs never destroy inputs ---------------------------------------------------------------------------
+def _h5(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f["X"] = rng.random((300, 4))
+        f["y"] = np.where(rng.random(300) > 0.5, 1.0, -1.0)
+    return path
+
+
+def _alias_cases() -> dict[str, Callable[[Path], tuple[list[str], Path, Path]]]:
+    """name -> (tmp) -> (args, --out, the input it would destroy)."""
+    def same(d: Path) -> tuple[list[str], Path, Path]:
+        data = _h5(d / "v.h5")
+        return ["--dataset", str(data)], data, data
+
+    def hard(d: Path) -> tuple[list[str], Path, Path]:
+        data = _h5(d / "v.h5")
+        os.link(data, d / "alias.h5")
+        return ["--dataset", str(data)], d / "alias.h5", data
+
+    def soft(d: Path) -> tuple[list[str], Path, Path]:
+        data = _h5(d / "v.h5")
+        (d / "alias.h5").symlink_to(data)
+        return ["--dataset", str(data)], d / "alias.h5", data
+
+    def via_dotdot(d: Path) -> tuple[list[str], Path, Path]:
+        data = _h5(d / "v.h5")
+        (d / "sub").mkdir()
+        return ["--dataset", str(data)], d / "sub" / ".." / "v.h5", data
+
+    def libsvm(d: Path) -> tuple[list[str], Path, Path]:
+        data = d / "heart.svm"
+        shutil.copy(HEART, data)
+        return ["--dataset", str(data)], data, data
+
+    def config(d: Path) -> tuple[list[str], Path, Path]:
+        c = d / "c.toml"
+        c.write_text("T = 100\n")
+        return ["--config", str(c)], c, c
+
+    def plugin(d: Path) -> tuple[list[str], Path, Path]:
+        p = d / "plug.py"
+        p.write_text('"""Nothing."""\n')
+        return ["--plugin", str(p)], p, p
+
+    def fstar_cache(d: Path) -> tuple[list[str], Path, Path]:
+        return [], d / "cache" / "fstar.json", d / "cache" / "fstar.json"  # not created yet when the run starts
+
+    def fmnist_file(d: Path) -> tuple[list[str], Path, Path]:
+        folder = d / "fm"
+        folder.mkdir()
+        for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+            (folder / name).write_bytes(b"precious")
+        return ["--dataset", "fashion-mnist", "--fmnist-dir", str(folder)], folder / "train-labels-idx1-ubyte.gz", \
+            folder / "train-labels-idx1-ubyte.gz"
+
+    return {f.__name__: f for f in (same, hard, soft, via_dotdot, libsvm, config, plugin, fstar_cache, fmnist_file)}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", sorted(_alias_cases()))
+def test_output_never_destroys_an_input(tmp_path: Path, case: str) -> None:
+    args, out, victim = _alias_cases()[case](tmp_path)
+    before = victim.read_bytes() if victim.exists() else None
+    res = cli([*SMALL, "--T", "100", *args, "--out", str(out), "--overwrite"], tmp_path)
+    assert res.returncode == 2
+    line = one_error_line(res.stderr)
+    assert line.startswith("crpsgd_mpi: error: out=") and "which this run reads" in line
+    assert (victim.read_bytes() if victim.exists() else None) == before
+
+
+# -- 2. writes are safe whatever the disk does ------------------------------------------------------------------
+@contextmanager
+def tmpfs(where: Path, size: str, readonly: bool = False) -> Iterator[Path]:
+    """A small file system of our own (root only)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    where.mkdir()
+    opts = f"size={size}" + (",ro" if readonly else "")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True, timeout=30)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=30)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where, reason", [
+    ("/proc/crpsgd-test/t.h5", "cannot write in"),  # a folder no one can create files in, root included
+    ("{tmp}/a-dir", "exists and is not a regular file"),
+    ("{tmp}/a-fifo", "exists and is not a regular file"),
+    ("/dev/null", "exists and is not a regular file"),
+])
+def test_unwritable_out_is_refused_before_any_data_is_read(tmp_path: Path, where: str, reason: str) -> None:
+    (tmp_path / "a-dir").mkdir()
+    os.mkfifo(tmp_path / "a-fifo")
+    out = where.format(tmp=tmp_path)
+    # the data set does not exist either: the output is checked first, so that is what the one line names
+    res = cli([*SMALL, "--dataset", str(tmp_path / "missing.h5"), "--out", out, "--overwrite"], tmp_path)
+    assert res.returncode == 2
+    line = one_error_line(res.stderr)
+    assert line.startswith(f"crpsgd_mpi: error: out='{out}'") and reason in line
+
+
+@pytest.mark.timeout(60)
+def test_read_only_file_system(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "ro", "1m", readonly=True) as ro:
+        res = cli([*SMALL, "--out", str(ro / "t.h5")], tmp_path)
+    assert res.returncode == 2 and "cannot write in" in one_error_line(res.stderr)
+
+
+@pytest.mark.timeout(60)
+def test_disk_full_before_the_run_starts(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "small", "64k") as small:
+        res = cli([*SMALL, "--out", str(small / "t.h5")], tmp_path)
+        assert res.returncode == 2 and "no space left on its device" in one_error_line(res.stderr)
+        assert list(small.iterdir()) == []
+
+
+@pytest.mark.timeout(120)
+def test_disk_fills_during_the_run(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "small", "2500k") as small:
+        out = small / "t.h5"
+        res = cli([*LONG, "--out", str(out)], tmp_path, timeout=100)
+        assert res.returncode == 1
+        line = one_error_line(res.stderr)
+        assert f"cannot write the trace {out}: no space left on the device" in line and "marked failed" in line
+        tr = read_trace(out)  # readable, says what happened, and keeps every round the run finished
+        assert tr.status == "failed" and "no space left" in tr.attrs["message"]
+        assert len(tr.rounds) == tr.attrs["rounds_total"] > 1000
+        assert sorted(p.name for p in small.iterdir()) == ["t.h5"]  # no temporary left behind
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("sink", ["/dev/full", "closed pipe"])
+def test_full_or_closed_stdout_never_changes_a_complete_trace(tmp_path: Path, sink: str) -> None:
+    out = tmp_path / "t.h5"
+    if sink == "/dev/full":
+        with open("/dev/full", "w") as full:
+            res = cli([*SMALL, "--T", "200", "--out", str(out)], tmp_path, stdout=full.fileno())
+        code = res.returncode
+    else:
+        proc = subprocess.Popen([*RUN, *SMALL, "--T", "200", "--out", str(out)], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "CRPSGD_CACHE": str(tmp_path)})
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader goes away before the summary is printed
+        code = proc.wait(timeout=60)
+        res = subprocess.CompletedProcess([], code, "", proc.stderr.read())
+    assert code == 0 and read_trace(out).status == "complete"
+    assert "Traceback" not in res.stderr and "Exception ignored" not in res.stderr
+
+
+@pytest.mark.timeout(90)
+def test_a_reader_holding_the_trace_locked_does_not_fail_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "t.h5"
+    proc = subprocess.Popen([*RUN, *SMALL, "--algorithm", "psgd", "--T", "300000", "--out", str(out), "--quiet"],
+                            cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "CRPSGD_CACHE": str(tmp_path)})
+    for _ in range(600):
+        if out.exists():
+            break
+        time.sleep(0.05)
+    for _ in range(3):  # as h5dump does: open with HDF5's own file lock, hold it a while
+        try:
+            with h5py.File(out, "r"):
+                time.sleep(1.0)
+        except OSError:
+            pass  # caught the writer holding it
+        time.sleep(0.3)
+    assert proc.wait(timeout=80) == 0, proc.stderr.read() if proc.stderr else ""
+    assert read_trace(out).status == "complete"
+
+
+@pytest.mark.timeout(120)
+def test_two_runs_racing_for_one_out(tmp_path: Path) -> None:
+    out = tmp_path / "race.h5"
+    args = [*RUN, *SMALL, "--T", "3000", "--out", str(out), "--quiet"]
+    env = {**os.environ, "CRPSGD_CACHE": str(tmp_path)}
+    procs = [subprocess.Popen(args, cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    codes = sorted(p.wait(timeout=100) for p in procs)
+    errs = [p.stderr.read() for p in procs if p.stderr]
+    assert codes == [0, 2], errs
+    assert any("exists" in e for e in errs) and read_trace(out).status == "complete"
+
+
+@pytest.mark.timeout(120)
+def test_overwrite_of_a_live_trace_fails_the_first_run_cleanly(tmp_path: Path) -> None:
+    out = tmp_path / "t.h5"
+    env = {**os.environ, "CRPSGD_CACHE": str(tmp_path)}
+    first = subprocess.Popen([*RUN, *LONG, "--out", str(out)], cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env)
+    for _ in range(600):
+        if out.exists():
+            break
+        time.sleep(0.05)
+    second = cli([*SMALL, "--T", "200", "--out", str(out), "--overwrite", "--quiet"], tmp_path)
+    assert second.returncode == 0 and read_trace(out).status == "complete"
+    assert first.wait(timeout=60) == 1
+    assert "was replaced by someone else" in one_error_line(first.stderr.read() if first.stderr else "")
+    tr = read_trace(out)  # the second run's trace, intact
+    assert tr.status == "complete" and tr.attrs["T"] == 200 and tr.attrs["rounds_total"] == len(tr.rounds)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("damage", ["garbage", "not finite", "a list", "fifo", "folder"])
+def test_a_damaged_fstar_cache_is_named_and_never_fatal(tmp_path: Path, damage: str) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    path = cache / "fstar.json"
+    if damage == "garbage":
+        path.write_bytes(b"\x00\xff{{{ not json")
+    elif damage == "not finite":
+        path.write_text('{"k": NaN}')
+    elif damage == "a list":
+        path.write_text("[1, 2]")
+    elif damage == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    res = cli([*SMALL, "--T", "100", "--out", str(tmp_path / "t.h5")], tmp_path)
+    assert res.returncode == 0 and read_trace(tmp_path / "t.h5").status == "complete"
+    notes = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(notes) == 1 and notes[0].startswith(f"crpsgd_mpi: note: the f* cache {path} ")
+    if damage in ("garbage", "a list"):
+        assert cli([*SMALL, "--T", "100", "--out", str(tmp_path / "u.h5")], tmp_path).stderr == ""  # rebuilt
+
+
+# -- 3. every way a run is stopped ends it cleanly, at any moment -------------------------------------------------
+def _ours_running(pid: int) -> bool:
+    """True once the process catches SIGTERM: our handlers are installed (before that, Python's own start-up)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            caught = next(int(ln.split()[1], 16) for ln in fh if ln.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+MOMENTS = [0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.8, 1.2, 2.0]
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_at_any_moment_of_an_in_process_run(tmp_path: Path, sig: signal.Signals) -> None:
+    seen = []
+    for i, moment in enumerate(MOMENTS):
+        out = tmp_path / f"t{i}.h5"
+        proc = subprocess.Popen([*RUN, *LONG, "--out", str(out)], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "CRPSGD_CACHE": str(tmp_path)})
+        while not _ours_running(proc.pid) and proc.poll() is None:
+            time.sleep(0.002)
+        time.sleep(moment)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+        status = read_trace(out).status if out.exists() else None
+        seen.append((moment, proc.returncode, status))
+        assert "Traceback" not in stderr and "Exception ignored" not in stderr, (moment, stderr)
+        assert proc.returncode == 130, (moment, proc.returncode, stderr)
+        assert status in (None, "interrupted"), (moment, status)  # never a trace left 'running'
+        assert len(ours(stderr)) <= 1 and not [p for p in tmp_path.iterdir() if p.name.endswith(".creating")]
+    print(seen)
+    assert any(s == "interrupted" for _, _, s in seen)  # the later moments did reach the rounds
+
+
+@pytest.mark.timeout(400)
+def test_sigint_to_mpiexec_at_any_moment(tmp_path: Path) -> None:
+    from crpsgd_mpi.mpienv import detect_mpi
+
+    for i, moment in enumerate([0.3, 0.8, 1.5, 3.0, 5.0]):
+        out = tmp_path / f"m{i}.h5"
+        job = ShellJob(f"mpiexec -n 3 python -m crpsgd_mpi.run {' '.join(LONG[4:])} --out {out}", cwd=tmp_path)
+        time.sleep(moment)
+        job.proc.send_signal(signal.SIGINT)
+        code = job.wait(60)
+        text = job.output()
+        status = read_trace(out).status if out.exists() else None
+        print(moment, code, status, ours(text))
+        assert code == (1 if detect_mpi(Path(sys.prefix)) == "openmpi" else 130) or code not in (None, 0)
+        assert "Traceback" not in text and status in (None, "interrupted"), (moment, status, text)
+        assert job.leftovers() == []
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_the_launcher_ends_the_whole_job(tmp_path: Path, sig: signal.Signals) -> None:
+    for i, moment in enumerate([0.5, 2.0, 4.0]):
+        out = tmp_path / f"l{i}.h5"
+        proc = subprocess.Popen([sys.executable, "-m", "crpsgd_mpi.launch", "-n", "3", "--", *RUN, *LONG[4:],
+                                 "--out", str(out)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env={**os.environ, "CRPSGD_CACHE": str(tmp_path)}, start_new_session=True)
+        time.sleep(moment)
+        tree = set(process_tree(proc.pid))
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(process_alive(p) for p in tree):
+            time.sleep(0.05)
+        alive = [p for p in tree if process_alive(p)]
+        send(alive)
+        status = read_trace(out).status if out.exists() else None
+        assert proc.returncode == 130 and alive == [], (moment, proc.returncode, alive, err)
+        assert "Traceback" not in err and status in (None, "interrupted"), (moment, status, err)
+
+
+def test_every_case_table_is_not_empty() -> None:
+    assert len(_alias_cases()) >= 9 and len(MOMENTS) >= 10
+
