@@ -230,6 +230,34 @@ def schedule_cost(T_raw: int, T_run: int, workers: int, repeats: int, runs: int,
             "raw_max_over_min": max(ns) / min(ns)}
 
 
+def _round_time(args: list[str], out: Path, progress: bool) -> float:
+    """Round-loop seconds of an in-process run, with the live progress line (written to memory, as to a terminal)
+    or without it."""
+    import io
+
+    from .comm import make_backend
+    from .run import parse_config
+    from .session import Run, prepare
+
+    cfg = parse_config([*args, "--out", str(out), "--overwrite", "--quiet"])
+    assert cfg is not None
+    backend = make_backend(cfg.backend, cfg.workers, cfg.reduction)
+    if Run(prepare(cfg, backend), progress=io.StringIO() if progress else False).execute().exit_code != 0:
+        raise RuntimeError(f"run failed: {args}")
+    return float(read_trace(out).rounds["wall_time"].iloc[-1])
+
+
+def progress_cost(T: int, runs: int, tmp: Path) -> dict[str, object]:
+    """The live progress line's share of a rounds-only run: PSGD B = 1 in process (the most rounds per second, so
+    the worst case), with and without the line, alternated."""
+    args = ["--backend", "local", "--workers", "10", "--algorithm", "psgd", "--T", str(T), "--eval-points", "2"]
+    on, off = [], []
+    for _ in range(runs):
+        off.append(_round_time(args, tmp / "off.h5", False))
+        on.append(_round_time(args, tmp / "on.h5", True))
+    return {"T": T, "with": stats(on), "without": stats(off), "ratio": float(np.median(on) / np.median(off))}
+
+
 def _mm(s: dict[str, float], scale: float = 1.0, unit: str = "s") -> str:
     return f"{s['median'] * scale:.3g} {unit} [{s['min'] * scale:.3g}-{s['max'] * scale:.3g}]"
 
@@ -267,6 +295,9 @@ def report(r: dict[str, object]) -> str:
                      f"{_mm(v['own'])} = {v['rounds_per_s']:.3g} rounds/s ({v['sfo_per_s']:.3g} SFO/s); with the "
                      f"batches replayed {_mm(v['replayed'])}: ratio {v['ratio']:.3f}, schedule "
                      f"{v['schedule_us_per_round']:+.2f} us/round; same batches and x: {v['identical']}")
+    pc = r["progress_cost"]
+    lines.append(f"progress line, PSGD B=1 in process, {pc['T']} rounds: {_mm(pc['with'])} with vs {_mm(pc['without'])} "
+                 f"without = {pc['ratio']:.3f}x")
     return "\n".join(lines)
 
 
@@ -292,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         r["memory"] = peak_memory(2 if q else 10, real, runs, tmp)
         r["reduction_cost"] = reduction_cost(2 if q else 10, 100 if q else 3000, real, runs, tmp)
         r["schedule_cost"] = schedule_cost(10**6 if q else 10**12, 3000 if q else 200_000, 2, reps, reps, tmp)
+        r["progress_cost"] = progress_cost(2000 if q else 100_000, 3 if q else 9, tmp)
     ns.json.write_text(json.dumps(r, indent=1))
     print(report(r))
     print(f"results in {ns.json}")

@@ -3,35 +3,49 @@ loss and the time left estimated from the SFO rate; rate-limited so that it cost
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from typing import TextIO
 
 from .ledger import Ledger
+
+
+def _width() -> int:
+    """The terminal's width; 100 where it reports none (a pseudo-terminal without a size)."""
+    try:
+        columns = os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        columns = 0
+    return columns if columns >= 40 else 100
 
 
 class Progress:
     """A tqdm bar over the SFO budget, refreshed at most every `interval` seconds; the clock is read once every
     `stride` rounds (adapted to the round rate), so a round costs one integer comparison."""
 
-    def __init__(self, T: int, interval: float = 0.25) -> None:
+    def __init__(self, T: int, interval: float = 0.25, file: TextIO | None = None) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=T, unit="SFO", dynamic_ncols=True, leave=True, mininterval=interval,
+        self.bar = tqdm(total=T, unit="SFO", ncols=_width(), leave=True, mininterval=interval, file=file,
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} SFO [{elapsed}<{remaining}{postfix}]")
         self.interval = interval
         self.loss = float("nan")
-        self._next_round, self._stride, self._last = 0, 1, time.monotonic()
+        self._next_round = 0
+        self._checked_at, self._checked_round = time.monotonic(), 0
+        self._shown_at = self._checked_at
 
     def round(self, ledger: Ledger) -> None:
         """After every round."""
         if ledger.rounds < self._next_round:
             return
         now = time.monotonic()
-        elapsed = now - self._last
-        # aim for one clock read per interval: scale the stride by how far off this one was
-        self._stride = max(1, min(1 << 20, int(self._stride * self.interval / max(elapsed, 1e-6))))
-        self._next_round = ledger.rounds + self._stride
-        if elapsed >= self.interval:
-            self._last = now
+        rate = (ledger.rounds - self._checked_round) / max(now - self._checked_at, 1e-9)
+        self._checked_at, self._checked_round = now, ledger.rounds
+        # the next clock read about a quarter of an interval from now, at the rate just seen
+        self._next_round = ledger.rounds + max(1, min(1 << 20, int(rate * self.interval / 4)))
+        if now - self._shown_at >= self.interval:
+            self._shown_at = now
             self._show(ledger)
 
     def evaluated(self, loss: float) -> None:
@@ -46,9 +60,10 @@ class Progress:
         except (OSError, ValueError):  # a terminal that went away costs the line, not the run
             self._next_round = 1 << 62
 
-    def close(self) -> None:
+    def close(self, ledger: Ledger) -> None:
         """Leave the final line on the terminal."""
         try:
+            self._show(ledger)
             self.bar.close()
         except (OSError, ValueError):
             pass

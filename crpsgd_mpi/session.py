@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import sys
 import threading
@@ -13,7 +14,7 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from .errors import Diverged, InputError, Interrupted, PeerFailure
 from .fstar_cache import cache_path, cached_optimum
 from .ledger import EvalPlan, Ledger
 from .monitor import Monitor
-from .outcome import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, say_to_launcher
+from .outcome import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, say_to_launcher, silences_output
 from .problems import make_regularizer
 from .progress import Progress
 from .registry import DATASETS
@@ -121,12 +122,12 @@ class Run:
     """The run of a prepared configuration: builds the workers and the algorithm, writes the trace; any failure on
     any process ends every process, with the trace saying why."""
 
-    def __init__(self, prepared: Prepared, progress: bool = False) -> None:
+    def __init__(self, prepared: Prepared, progress: bool | TextIO = False) -> None:
         self.p, self.cfg, self.backend = prepared, prepared.cfg, prepared.backend
         self.N = self.backend.n_workers
         self.writer: TraceWriter | None = None
         self.monitor: Monitor | None = None
-        self.progress = progress and self.backend.is_root
+        self.progress = progress if self.backend.is_root else False
         self._trace_lock = threading.Lock()  # the supervisor marks the trace while the main thread may create it
 
     def execute(self) -> Outcome:
@@ -157,7 +158,8 @@ class Run:
                 if self.backend.ending():
                     raise Interrupted("the job is ending")
                 self.writer = TraceWriter(self.p.out, self._attrs(constants, f_star), overwrite=cfg.overwrite)
-        progress = Progress(cfg.T) if self.progress else None
+        progress = Progress(cfg.T, file=self.progress if not isinstance(self.progress, bool) else None) \
+            if self.progress else None
         self.monitor = Monitor(workers, ledger, EvalPlan(cfg.T, cfg.eval_points), self.writer, f_star,
                                fault=cfg.fault_point(), progress=progress)
         workers.on_round = self.monitor
@@ -166,7 +168,7 @@ class Run:
         x = algorithm.run(workers, x0)
         loss, gn = self.monitor.evaluate(x)
         if progress is not None:
-            progress.close()
+            progress.close(ledger)
         self.backend.close()
         self._claim_or_wait()
         self._finish("complete", x, None)
@@ -307,8 +309,20 @@ def summary(cfg: Config, outcome: Outcome, n_workers: int, backend: str) -> str:
 
 
 def interactive() -> bool:
-    """True when standard error is a terminal (progress lines are shown only then)."""
+    """True when standard error is a terminal, or (under Open MPI's mpiexec, which relays rank 0's standard error)
+    when the launcher's is: progress lines are shown only then."""
     try:
-        return sys.stderr.isatty()
+        if sys.stderr.isatty():
+            return True
     except (AttributeError, ValueError):
         return False
+    if not silences_output(os.getppid()):
+        return False
+    try:
+        fd = os.open(f"/proc/{os.getppid()}/fd/2", os.O_WRONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)
