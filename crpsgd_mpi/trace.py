@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ from .errors import InputError
 from .ledger import EVAL_COLUMNS, ROUND_COLUMNS
 
 SCHEMA_VERSION = 1
+LOCK_PATIENCE = 5.0  # seconds an append waits for a reader (h5py, h5dump) to let go of the file
 STATUSES = ("running", "complete", "failed", "interrupted", "diverged")
 CHUNK = 1024
 _FLOAT_COLUMNS = {"wall_time", "loss", "grad_norm_sq", "suboptimality"}
@@ -58,12 +60,24 @@ class TraceWriter:
                     g.create_dataset(c, shape=(0,), maxshape=(None,), chunks=(CHUNK,), dtype=dtype)
         os.replace(tmp, self.path)
 
+    def _open(self) -> h5py.File:
+        """The file opened for writing; while a reader holds HDF5's lock on it (a test polling the trace, a user's
+        h5dump) the open is retried, for up to LOCK_PATIENCE seconds, instead of failing the run."""
+        deadline = time.monotonic() + LOCK_PATIENCE
+        while True:
+            try:
+                return h5py.File(self.path, "r+")
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+
     def append(self, group: str, columns: Mapping[str, np.ndarray]) -> None:
         """Append equal-length columns to `group` ('rounds' or 'evals')."""
         n = len(next(iter(columns.values())))
         if n == 0:
             return
-        with self._lock, h5py.File(self.path, "r+") as f:
+        with self._lock, self._open() as f:
             g = f[group]
             for name, values in columns.items():
                 ds = g[name]
@@ -75,7 +89,7 @@ class TraceWriter:
         """Set the final status, the final iterate and summary attributes."""
         if status not in STATUSES:
             raise ValueError(status)
-        with self._lock, h5py.File(self.path, "r+") as f:
+        with self._lock, self._open() as f:
             if x is not None:
                 g = f.require_group("final")
                 if "x" in g:
