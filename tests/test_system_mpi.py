@@ -112,15 +112,16 @@ def test_readme_recipe_with_debian_open_mpi(tmp_path: Path) -> None:
     apt_s = _install_debs()
     assert MPICC.exists() and MPIEXEC.exists(), f"{' '.join(DEBS)} installed but {MPICC} or {MPIEXEC} is missing"
     build = _build_venv()
-    print(f"apt-get install: {apt_s:.0f} s; recipe: " + ", ".join(f"{k} {v:.0f} s" for k, v in build.items()))
+    cached = " (the environment was built by an earlier run)" if build.pop("cached", 0) else ""
+    print(f"apt-get install: {apt_s:.0f} s; recipe{cached}: " + ", ".join(f"{k} {v:.0f} s" for k, v in build.items()))
     py = str(VENV / "bin" / "python")
-    check = _run([py, "-c", "import mpi4py, sys; print(mpi4py.get_config()); import mpi4py.MPI"], 60, _clean_env())
-    assert check.returncode == 0 and "openmpi" in check.stdout.lower()  # built with Debian's Open MPI wrapper
+    check = _run([py, "-c", "from mpi4py import MPI; print(MPI.Get_library_version())"], 60, _clean_env())
+    assert check.returncode == 0 and "Debian OpenMPI" in check.stdout  # built against Debian's library
     assert not (VENV / "bin" / "mpiexec").exists()  # no MPI wheel came along (both wheels put their mpiexec there)
 
     mpiexec = [str(MPIEXEC), *(["--allow-run-as-root"] if os.geteuid() == 0 else []), "--oversubscribe"]
     threads = _run([*mpiexec, "-n", "2", py, "-c",
-                    "from mpi4py import MPI; print('LEVEL', MPI.Query_thread() == MPI.THREAD_MULTIPLE)"],
+                    "from mpi4py import MPI; print(f'LEVEL {MPI.Query_thread() == MPI.THREAD_MULTIPLE}')"],
                    120, _clean_env())
     assert threads.returncode == 0 and threads.stdout.count("LEVEL True") == 2  # the supervisor thread calls MPI
 
