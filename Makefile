@@ -16,11 +16,12 @@ NP     ?= 10
 STAMP  := $(VENV)/.installed-$(shell cat setup.cfg setup.py crpsgd_mpi/mpienv.py | cksum | cut -d' ' -f1)
 RUN_ARGS ?=
 
-.PHONY: help install data run test lint figures experiments bench clean
+.PHONY: help install data run test test-mpi lint figures experiments bench clean
 
 help:
 	@echo "make run      default experiment: mpiexec -n $(NP) python -m crpsgd_mpi.run (NP=..., RUN_ARGS=...)"
 	@echo "make test     the whole test suite (unit + multi-rank under mpiexec); MPI=mpich for the MPICH wheel"
+	@echo "make test-mpi only the multi-rank tests (pytest -m mpi); CI runs them again with MPI=mpich"
 	@echo "make install  virtual environment $(VENV) with the package, the $(MPI) wheel and test tools, MPI configured"
 	@echo "make figures  run every experiment family without a complete trace, then draw figures/ and the table"
 	@echo "make bench    performance ratios (kernel vs DRAM read, simulator vs raw mpi4py loop, local vs MPI, schedule cost vs rho)"
@@ -52,6 +53,10 @@ run: $(STAMP)
 test: $(STAMP) data
 	$(ACTIVATE) python -m pytest -q
 
+# the tests that start mpiexec (marked `mpi`): what differs between MPIs
+test-mpi: $(STAMP)
+	$(ACTIVATE) python -m pytest -q -m mpi
+
 # Traces first (resumable: finished traces are never recomputed), plotting second.
 experiments: $(STAMP) data
 	$(ACTIVATE) python experiments/driver.py --results results
@@ -67,4 +72,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check crpsgd_mpi tests experiments benchmarks
 
 clean:
-	rm -rf .venv .venv-mpich *.egg-info .pytest_cache .ruff_cache
+	rm -rf .venv .venv-mpich .venv-sysmpi *.egg-info .pytest_cache .ruff_cache

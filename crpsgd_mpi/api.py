@@ -15,9 +15,9 @@ from . import signals
 from .comm import launched_by_mpi, make_backend
 from .config import Config
 from .errors import InputError, RunDiverged, RunFailed, RunInterrupted
-from .outcome import show
+from .outcome import say, show
 from .registry import load_plugins
-from .session import Outcome, Run, interactive, prepare, summary
+from .session import Outcome, Run, decode_error, encode_error, interactive, prepare, summary
 from .trace import Trace, load_trace
 
 __all__ = ["config_from", "execute", "load_trace", "simulate"]
@@ -36,19 +36,42 @@ def config_from(options: Mapping[str, Any], config_file: str | Path | None = Non
     return Config.from_mapping(merged, source=str(config_file) if config_file is not None else "")
 
 
+def refuse(exc: InputError) -> None:
+    """Bad input found before any backend existed: under MPI every process agrees on it first (another process may
+    have found none, or another), rank 0 says it, and all of them leave together; in one process, just say it."""
+    if not launched_by_mpi():
+        _say_input_error(exc, True)
+        return
+    backend = make_backend("mpi", None, "ordered")
+    rank, text = backend.agree(encode_error(exc))[0]
+    _say_input_error(exc if rank == backend.rank else decode_error(rank, text), backend.is_root)
+    backend.close()
+
+
+def _say_input_error(exc: InputError, is_root: bool) -> None:
+    if is_root:
+        where = f" (rank {exc.rank})" if exc.rank is not None else ""
+        say(f"crpsgd_mpi: error{where}: {exc}")
+    exc.reported = True  # type: ignore[attr-defined]
+
+
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def execute(cfg: Config, print_summary: bool = False, config_file: str | Path | None = None) -> Outcome:
+def execute(cfg: Config, print_summary: bool = False, config_file: str | Path | None = None,
+            say_errors: bool = False) -> Outcome:
     """Run `cfg` on its backend (MPI under mpiexec, else in this process) and return how it ended on this process.
-    Bad input raises InputError (on every process alike); a failure under MPI may end the process instead."""
+    Bad input raises InputError (on every process alike; with `say_errors` rank 0 has said it in one line, before
+    the processes' last meeting, so no launcher can drop the line); a failure under MPI may end the process."""
     backend = make_backend(cfg.backend, cfg.workers, cfg.reduction, cfg.stall_timeout)
     try:
         prepared = prepare(cfg, backend, config_file)
-    except InputError:
+    except InputError as exc:
+        if say_errors:
+            _say_input_error(exc, backend.is_root)
         backend.close()
         raise
     outcome = Run(prepared, progress=not cfg.quiet and interactive()).execute()

@@ -7,7 +7,9 @@ import sys
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
-#: Launchers that stop relaying their ranks' output once they tear a job down (Open MPI's PRRTE).
+#: Launchers that stop relaying their ranks' output once they tear a job down (Open MPI's PRRTE and ORTE). Not MPICH's
+#: hydra: its proxy (hydra_pmi_proxy, the ranks' parent) forwards SIGINT/SIGTERM to every rank, keeps relaying their
+#: output and waits for them to exit (it never ends the job itself), so the ranks end it.
 _SILENCING_LAUNCHERS = {"prterun", "prted", "mpirun", "mpiexec", "orterun", "orted"}
 
 

@@ -19,7 +19,7 @@ from dataclasses import fields
 from typing import NoReturn
 
 from . import __version__, signals
-from .api import config_from, execute
+from .api import config_from, execute, refuse
 from .comm import rank_from_env
 from .config import Config, cli_value
 from .errors import InputError, Interrupted
@@ -109,10 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg, config_file = parse(argv)
         if cfg is None:
             return EXIT_OK
-        outcome = execute(cfg, print_summary=True, config_file=config_file)
+        outcome = execute(cfg, print_summary=True, config_file=config_file, say_errors=True)
     except InputError as exc:
-        where = f" (rank {exc.rank})" if exc.rank is not None else ""
-        _say_root(f"crpsgd_mpi: error{where}: {exc}")
+        if not getattr(exc, "reported", False):
+            refuse(exc)
         return EXIT_USAGE
     except Interrupted:
         return EXIT_INTERRUPTED

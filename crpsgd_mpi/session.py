@@ -63,15 +63,24 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
         data = load(cfg, backend.n_workers, backend.local_workers)
     except InputError as exc:
         error = exc
-    agreed = backend.agree(None if error is None else json.dumps([error.field, repr(error.value), error.reason]))
+    agreed = backend.agree(None if error is None else encode_error(error))
     if agreed:
         if error is not None:
             raise error
-        rank, text = agreed[0]
-        fld, shown, reason = json.loads(text)
-        raise InputError(fld, _Shown(shown), reason, rank=rank)
+        raise decode_error(*agreed[0])
     assert algorithm is not None and data is not None
     return Prepared(cfg, backend, algorithm, data, out)
+
+
+def encode_error(error: InputError) -> str:
+    """An InputError as the text the processes agree on."""
+    return json.dumps([error.field, repr(error.value), error.reason])
+
+
+def decode_error(rank: int, text: str) -> InputError:
+    """The InputError that process `rank` found."""
+    fld, shown, reason = json.loads(text)
+    return InputError(fld, _Shown(shown), reason, rank=rank)
 
 
 class _Shown:

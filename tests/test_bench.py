@@ -9,6 +9,8 @@ import pytest
 
 from crpsgd_mpi.bench import main
 
+pytestmark = pytest.mark.mpi  # sim_vs_raw, local_vs_mpi and the memory probe run under mpiexec
+
 
 @pytest.mark.timeout(240)
 def test_bench_quick(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from conftest import REPO, run_cli
 from crpsgd_mpi.mpienv import BEGIN, END, configure, detect_mpi, plan
 from crpsgd_mpi.trace import read_trace
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(300)]
 RUN = ["--samples", "4000", "--T", "2000", "--eval-points", "6"]
 
 

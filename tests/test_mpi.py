@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from conftest import mpi_run, run_cli
-from crpsgd_mpi.launch import Job
+from crpsgd_mpi.launch import Job, run_job
 from crpsgd_mpi.procs import kill_tree
 from crpsgd_mpi.trace import read_trace
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(240)]
 SMALL = ["--samples", "4000", "--features", "20", "--eval-points", "8"]
 ALGOS = {
     "cr-psgd": ["--algorithm", "cr-psgd", "--T", "3000", "--rho", "1.3"],
@@ -53,6 +53,14 @@ def test_allreduce_reduction_matches_to_1e9(tmp_path: Path) -> None:
     a, b = read_trace(m), read_trace(loc)
     assert np.array_equal(a.rounds["batch_size"], b.rounds["batch_size"])
     np.testing.assert_allclose(a.evals["loss"], b.evals["loss"], rtol=1e-9)
+
+
+def test_mpi_gives_thread_multiple() -> None:
+    """The supervisor thread makes MPI calls beside the main thread's: the library must grant MPI_THREAD_MULTIPLE."""
+    code = "from mpi4py import MPI; print(f'LEVEL {MPI.Query_thread() == MPI.THREAD_MULTIPLE}')"  # one write per rank
+    res = run_job(2, [sys.executable, "-c", code], timeout=60)
+    print(res.stdout, res.stderr)
+    assert res.returncode == 0 and res.stdout.count("LEVEL True") == 2
 
 
 def test_default_run_with_ten_ranks(tmp_path: Path) -> None:

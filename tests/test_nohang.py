@@ -1,6 +1,7 @@
 """No job ever hangs, and the trace says what happened: a rank killed, stopped, or signalled under the plain `mpiexec`
 ends the whole job within seconds, with one line of ours, the trace marked, every finished round kept and no process
-left behind. Each test has its own time limit."""
+left behind. Each test has its own time limit. Under MPICH's hydra a rank lost to a signal makes hydra SIGKILL every
+other rank at once: nobody is left to mark the trace (it stays `running`, every flushed round kept)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from mpijobs import ShellJob, ours
 from crpsgd_mpi.mpienv import detect_mpi
 from crpsgd_mpi.trace import read_trace
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(180)]
 MPI = detect_mpi(Path(sys.prefix))
 LONG = "--samples 4000 --features 20 --algorithm psgd --T 100000000 --eval-points 4"
 
@@ -53,9 +54,17 @@ def test_sigkill_of_a_worker_rank_marks_failed_naming_it(tmp_path: Path) -> None
     code, seconds = ended(job, 60)
     assert code not in (None, 0) and seconds < 20
     tr = read_trace(out)
-    assert tr.status == "failed" and "rank 2 lost" in tr.attrs["message"]
     assert tr.rounds["round"].size >= rounds_before
-    assert any("rank 2 lost" in line for line in ours(job.output()))
+    if MPI == "mpich":
+        # hydra SIGKILLs every other rank the moment one dies (no SIGTERM first; only `mpiexec -disable-auto-cleanup`
+        # changes that): no rank lives to mark the trace, which keeps every flushed round; hydra's banner says why.
+        # Rank 0 polls its peers every 0.1 s, so in a rare race it names the lost rank before hydra's kill lands.
+        assert code == signal.SIGKILL, code
+        assert "BAD TERMINATION" in job.output() and "Killed (signal 9)" in job.output()
+        assert tr.status == "running" or (tr.status == "failed" and "rank 2 lost" in tr.attrs["message"]), tr.attrs
+    else:
+        assert tr.status == "failed" and "rank 2 lost" in tr.attrs["message"]
+        assert any("rank 2 lost" in line for line in ours(job.output()))
     assert job.leftovers() == []
 
 
@@ -85,8 +94,9 @@ def test_signal_to_mpiexec_marks_interrupted(tmp_path: Path, sig: signal.Signals
     job, _, out = start(tmp_path, n=3)
     job.proc.send_signal(sig)
     code, seconds = ended(job, 60)
-    # Open MPI's mpiexec ends the job itself and always exits 1 then (PRRTE's convention); MPICH's passes it on
-    assert code == (1 if MPI == "openmpi" else 130) or (MPI != "openmpi" and code is not None and code != 0)
+    # Open MPI's mpiexec ends the job itself and always exits 1 then (PRRTE's convention); MPICH's hydra forwards the
+    # signal to every rank (from hydra_pmi_proxy) and exits with the status of rank 0's MPI_Abort(130)
+    assert code == {"openmpi": 1, "mpich": 130}.get(MPI, code) and code not in (None, 0)
     assert seconds < 20
     tr = read_trace(out)
     assert tr.status == "interrupted" and tr.rounds["round"].size > 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -13,6 +15,7 @@ import pytest
 
 from conftest import run_cli
 from crpsgd_mpi.ledger import EVAL_COLUMNS, ROUND_COLUMNS
+from crpsgd_mpi.trace import TraceWriter, read_trace
 
 
 def test_schema(tmp_path: Path) -> None:
@@ -67,3 +70,24 @@ def test_h5dump_reads_the_trace(tmp_path: Path) -> None:
     assert run_cli("--backend", "local", "--workers", "2", "--T", "100", "--out", str(out)) == 0
     res = subprocess.run(["h5dump", "-H", str(out)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and 'GROUP "rounds"' in res.stdout and 'DATASET "x"' in res.stdout
+
+
+@pytest.mark.timeout(60)
+def test_append_waits_for_a_reader_holding_the_file(tmp_path: Path) -> None:
+    """A reader in another process (a test polling the trace, a user's h5dump) holds HDF5's file lock: the run's
+    append waits for it instead of failing the run."""
+    path = tmp_path / "t.h5"
+    w = TraceWriter(path, {"algorithm": "psgd"})
+    hold = "import h5py, sys, time; f = h5py.File(sys.argv[1], 'r'); print('open', flush=True); time.sleep(1.0)"
+    reader = subprocess.Popen([sys.executable, "-c", hold, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "open\n"
+        with pytest.raises(BlockingIOError):  # what an append met before it waited
+            h5py.File(path, "r+")
+        t0 = time.monotonic()
+        w.append("rounds", {c: np.arange(1, 4) for c in ROUND_COLUMNS})
+        assert time.monotonic() - t0 > 0.2  # it did wait for the reader
+    finally:
+        reader.kill()
+        reader.wait(timeout=30)
+    assert np.array_equal(read_trace(path).rounds["round"], [1, 2, 3])

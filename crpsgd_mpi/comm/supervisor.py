@@ -92,7 +92,8 @@ class Supervisor(threading.Thread):
         self._watched: list[Peer] = []
         self._reported_lost: set[int] = set()
         self._arrived = [0] * self.size
-        self._notified = 0
+        self._heard_at = [0.0] * self.size  # when rank r last said it was waiting (in collective _arrived[r])
+        self._notified, self._notified_at = 0, 0.0
         self._sends: list[MPI.Request] = []
         self._self_abort_at = 0.0
         self._exit_at, self._exit_code = 0.0, 0
@@ -185,6 +186,7 @@ class Supervisor(threading.Thread):
             payload = self.comm.recv(source=source, tag=tag)
             if tag == TAG_ARRIVED:
                 self._arrived[source] = max(self._arrived[source], int(payload))
+                self._heard_at[source] = time.monotonic()
             elif tag == TAG_FAIL:
                 message, status, code = payload
                 self._end(status, f"rank {source}: {message}", code)
@@ -208,8 +210,11 @@ class Supervisor(threading.Thread):
         hb = self.hb
         waiting = hb.waiting_since
         if self.rank != 0:
-            if waiting and now - waiting > self.notice_after and self._notified != hb.seq:
-                self._notified = hb.seq
+            # said once per collective, and again every notice_after while the wait lasts (rank 0 tells a rank
+            # still waiting in the previous collective from one that has stopped since)
+            if waiting and now - waiting > self.notice_after and (
+                    self._notified != hb.seq or now - self._notified_at > self.notice_after):
+                self._notified, self._notified_at = hb.seq, now
                 self._send(hb.seq, TAG_ARRIVED)
             patience = self.stall_timeout + 2 * self.notice_after + self.grace + 0.25 * min(self.rank, 20)
             if waiting and now - waiting > patience and self.claim():  # staggered: one rank speaks first
@@ -223,9 +228,17 @@ class Supervisor(threading.Thread):
         target = hb.seq if waiting else hb.seq + 1
         arrived = {0} if waiting else set()
         arrived.update(r for r in range(1, self.size) if self._arrived[r] >= target)
-        missing = [r for r in range(self.size) if r not in arrived]
+        # A rank still waiting in the previous collective (which rank 0 has completed) is held up by a peer that
+        # owes it data (MPICH's Iallgather relays between ranks): it is not the one missing.
+        fresh = 2 * self.notice_after + 10 * self.tick
+        behind = [r for r in range(1, self.size)
+                  if r not in arrived and self._arrived[r] == target - 1 and now - self._heard_at[r] <= fresh]
+        missing = [r for r in range(self.size) if r not in arrived and r not in behind]
+        who = f"{_ranks(missing)} did not arrive at collective #{target}" if missing else "every rank is waiting"
+        if behind:
+            who += f" ({_ranks(behind)} still waiting in #{target - 1})"
         self._end("failed", f"stalled: no collective completed for {idle:.1f} s (--stall-timeout "
-                  f"{self.stall_timeout:g}); {_ranks(missing)} did not arrive at collective #{target}", EXIT_FAILED)
+                  f"{self.stall_timeout:g}); {who}", EXIT_FAILED)
 
     def _send(self, payload: object, tag: int) -> None:
         self._sends.append(self.comm.isend(payload, dest=0, tag=tag))
