@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -88,7 +87,7 @@ def test_srun_pmix_equals_local(slurm: SlurmCluster, tmp_path: Path) -> None:
     a, b = read_trace(out), read_trace(loc)
     assert_same_trace(a, b)
     assert a.config["backend"] == "mpi" and a.config["workers"] == 4
-    versions = json.loads(a.attrs["versions"])
+    versions = a.attrs["versions"]
     assert "Open MPI" in versions.get("mpi_library", "") or "MPICH" in versions.get("mpi_library", ""), versions
 
 

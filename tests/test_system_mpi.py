@@ -139,7 +139,7 @@ def test_readme_recipe_with_debian_open_mpi(tmp_path: Path) -> None:
     for c in sorted(b.evals):
         assert np.array_equal(a.evals[c], b.evals[c]), f"evals/{c}"
     assert a.x is not None and np.array_equal(a.x, b.x)
-    versions = json.loads(a.attrs["versions"])
+    versions = a.attrs["versions"]
     upstream = str(_deb_version("libopenmpi-dev")).split("-")[0]  # 4.1.4-3+b1 -> 4.1.4
     assert f"Open MPI v{upstream}" in versions["mpi_library"] and "Debian" in versions["mpi_library"], versions
     assert versions["launcher"] == "Open MPI mpiexec", versions
