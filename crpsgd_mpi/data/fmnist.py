@@ -29,15 +29,16 @@ _GZIP_ERRORS = (OSError, EOFError, zlib.error, ValueError)
 
 
 class FashionMNISTSource(Source):
-    """Fashion-MNIST training set (60000 x 784) from the IDX files, pixels scaled to [0, 1]. The headers (magic
-    numbers, counts, 28 x 28) and every label are checked when opened; the images' length when read."""
+    """Fashion-MNIST from the IDX files: the training set (60000 x 784; `split="t10k"`: the 10000 test images),
+    pixels scaled to [0, 1], labels +-1 by the fixed split FMNIST_POSITIVE (`classes` gives the ten classes). The
+    headers (magic numbers, counts, 28 x 28) and every label are checked when opened; the images' length when read."""
 
     name = "fashion-mnist"
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, split: str = "train") -> None:
         self.folder = Path(folder)
-        self.images = self.folder / "train-images-idx3-ubyte.gz"
-        self.labels_path = self.folder / "train-labels-idx1-ubyte.gz"
+        self.images = self.folder / f"{split}-images-idx3-ubyte.gz"
+        self.labels_path = self.folder / f"{split}-labels-idx1-ubyte.gz"
         for p in (self.images, self.labels_path):
             if not _exists(p):
                 raise InputError(
@@ -61,7 +62,22 @@ class FashionMNISTSource(Source):
         return SIDE * SIDE
 
     def rows(self, index: np.ndarray, intercept: bool = False) -> tuple[Matrix, np.ndarray]:
-        """Decompress the images in blocks, keeping only the rows asked for (memory: shard + one block)."""
+        d = SIDE * SIDE
+        pixels = self.pixels(index)
+        X = np.empty((index.size, d + intercept))
+        np.multiply(pixels, 1.0 / 255.0, out=X[:, :d])
+        if intercept:
+            X[:, d] = 1.0
+        y = np.where(np.isin(self.labels[index], FMNIST_POSITIVE), 1.0, -1.0)
+        return X, y
+
+    def classes(self, index: np.ndarray) -> np.ndarray:
+        """The ten-class labels 0..9 of rows `index`."""
+        return self.labels[index].astype(np.int64)
+
+    def pixels(self, index: np.ndarray) -> np.ndarray:
+        """uint8 (n, 784) of rows `index` (any order): the images decompressed in blocks, keeping only the rows
+        asked for (memory: the rows + one block)."""
         d, block = SIDE * SIDE, 4096
         order = np.argsort(index, kind="stable")
         wanted = index[order]
@@ -81,12 +97,7 @@ class FashionMNISTSource(Source):
                     raise EOFError(f"more data after the {self.n_rows} images")
         except _GZIP_ERRORS as exc:
             raise _fail(self.images, f"cannot read the images: {shown(exc)}") from None
-        X = np.empty((index.size, d + intercept))
-        np.multiply(pixels, 1.0 / 255.0, out=X[:, :d])
-        if intercept:
-            X[:, d] = 1.0
-        y = np.where(np.isin(self.labels[index], FMNIST_POSITIVE), 1.0, -1.0)
-        return X, y
+        return pixels
 
     def fingerprint(self) -> str:
         st = self.images.stat()

@@ -52,26 +52,40 @@ class FlatModel:
 
     Do not move, cast or `zero_grad(set_to_none=True)` the module after wrapping it: that would detach it
     from the flat storage (the gradient views are re-attached at every call, the parameters are not).
+
+    `device="cuda"` moves the module to the GPU first: the flat storage then lives there, and `params`, `grad`
+    and `get_buffers()` are host copies made at each call (`set_params`/`set_buffers` copy host -> device).
     """
 
     dtype = np.float32
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, device: str = "cpu") -> None:
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        module.to(self.device)
         params = list(module.parameters())
         buffers = [b for b in module.buffers() if b.is_floating_point()]
         for t in (*params, *buffers):
-            if t.dtype != torch.float32 or t.device.type != "cpu":
-                raise TypeError(f"FlatModel needs float32 CPU tensors; found {t.dtype} on {t.device}")
+            if t.dtype != torch.float32 or t.device.type != self.device.type:
+                raise TypeError(f"FlatModel needs float32 tensors on {self.device}; found {t.dtype} on {t.device}")
         self.module = module
         self._params = params
         self._x = _pack(params)
         self._g = torch.zeros_like(self._x)
         self._grad_views = [self._g[s:e].view_as(p) for p, s, e in self._slices(params)]
         self._b = _pack(buffers)
-        self.params: np.ndarray = self._x.numpy()
-        self.grad: np.ndarray = self._g.numpy()
-        self.buffers: np.ndarray = self._b.numpy()
+        on_cpu = self.device.type == "cpu"
+        self.params: np.ndarray = self._x.numpy() if on_cpu else self._x.cpu().numpy()
+        self.grad: np.ndarray = self._g.numpy() if on_cpu else np.zeros(self.dim, dtype=np.float32)
+        self.buffers: np.ndarray = self._b.numpy() if on_cpu else self._b.cpu().numpy()
         self._bind_grads()
+
+    def get_buffers(self) -> np.ndarray:
+        """The floating-point buffers now (a view on the CPU, a copy from the GPU)."""
+        if self.device.type != "cpu":
+            np.copyto(self.buffers, self._b.cpu().numpy())
+        return self.buffers
 
     @staticmethod
     def _slices(tensors: list[torch.Tensor]) -> list[tuple[torch.Tensor, int, int]]:
@@ -98,12 +112,16 @@ class FlatModel:
             raise ValueError(f"x has shape {x.shape}, expected ({self.dim},)")
         if x.ctypes.data != self.params.ctypes.data or x.strides != self.params.strides or x.dtype != self.dtype:
             np.copyto(self.params, x, casting="same_kind")
+        if self.device.type != "cpu":
+            self._x.copy_(torch.from_numpy(self.params))
 
     def set_buffers(self, b: np.ndarray) -> None:
         """Copy b into the floating-point buffers (e.g. to switch between workers' BatchNorm statistics)."""
         if b.shape != self.buffers.shape:
             raise ValueError(f"buffers have shape {b.shape}, expected {self.buffers.shape}")
         np.copyto(self.buffers, b, casting="same_kind")
+        if self.device.type != "cpu":
+            self._b.copy_(torch.from_numpy(self.buffers))
 
     def loss_and_grad(self, x: np.ndarray, images: np.ndarray | torch.Tensor,
                       labels: np.ndarray | torch.Tensor) -> tuple[float, np.ndarray]:
@@ -116,8 +134,10 @@ class FlatModel:
         self.module.train()
         self._bind_grads()
         self._g.zero_()
-        loss = F.cross_entropy(self.module(inputs), targets)
+        loss = F.cross_entropy(self.module(inputs.to(self.device)), targets.to(self.device))
         loss.backward()
+        if self.device.type != "cpu":
+            np.copyto(self.grad, self._g.cpu().numpy())
         return float(loss.detach()), self.grad
 
     def evaluate(self, x: np.ndarray, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
@@ -132,8 +152,8 @@ class FlatModel:
         try:
             with torch.no_grad():
                 for start in range(0, targets.numel(), batch):
-                    logits = self.module(inputs[start: start + batch])
-                    y = targets[start: start + batch]
+                    logits = self.module(inputs[start: start + batch].to(self.device))
+                    y = targets[start: start + batch].to(self.device)
                     loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
                     correct += int((logits.argmax(dim=1) == y).sum())
         finally:
