@@ -169,14 +169,26 @@ class Plan:
 
     def __init__(self, batches: Iterator[int]) -> None:
         self._batches = batches
+        self._given = 0
 
     def next(self) -> int | None:
         """The next round's batch size, or None when the next batch does not fit the budget."""
-        return next(self._batches, None)
+        batch = next(self._batches, None)
+        self._given += batch is not None
+        return batch
 
     def observe(self, mean_grad: np.ndarray, mean_sq_norm: float, n_workers: int, batch: int) -> None:
         """What the round just averaged (used only by adaptive plans)."""
         return None
+
+    def state(self) -> dict[str, int]:
+        """Where the pass is (for an exact resume)."""
+        return {"given": self._given}
+
+    def restore(self, state: dict[str, int]) -> None:
+        """Go on from `state` (a fresh plan of the same schedule and budget)."""
+        for _ in range(int(state["given"])):
+            self.next()
 
 
 class Geometric(BatchSchedule):
@@ -321,6 +333,12 @@ class _NormTestPlan(Plan):
         batch = min(self.batch, self.left)
         self.left -= batch
         return batch
+
+    def state(self) -> dict[str, int]:
+        return {"batch": self.batch, "left": self.left}
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.batch, self.left = int(state["batch"]), int(state["left"])
 
     def observe(self, mean_grad: np.ndarray, mean_sq_norm: float, n_workers: int, batch: int) -> None:
         g2 = float(mean_grad @ mean_grad)

@@ -15,7 +15,10 @@ from ..errors import InputError
 from ..registry import ALGORITHMS
 from ..workers import Workers
 
-__all__ = ["ALGORITHMS", "Algorithm", "Setting", "register_algorithm"]
+__all__ = ["ALGORITHMS", "Algorithm", "Setting", "State", "register_algorithm"]
+
+#: An algorithm's resumable state: names to arrays, numbers, strings or nested states.
+State = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,18 @@ class Algorithm(ABC):
 
     @abstractmethod
     def run(self, workers: Workers, x0: np.ndarray) -> np.ndarray:
-        """Run to the end of the per-worker SFO budget; return the point the method returns."""
+        """Run to the end of the per-worker SFO budget; return the point the method returns. A resumable algorithm
+        also takes `resume=` a `state()` and goes on from there exactly."""
 
     def constants(self) -> dict[str, Any]:
         """What the algorithm resolved, for the trace's config (e.g. {"gamma": ..., "theta": ...})."""
         return {"gamma": getattr(self, "gamma", None)}
+
+    def state(self) -> State | None:
+        """Called at the end of a round (from `workers.end_round`): everything `run(..., resume=state)` needs to go
+        on exactly from there (arrays, numbers, nested dicts of them); None: this algorithm cannot be resumed (the
+        default, for plug-ins that do not implement it)."""
+        return None
 
 
 def register_algorithm(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:

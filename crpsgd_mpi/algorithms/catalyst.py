@@ -11,7 +11,7 @@ from ..config import Config
 from ..errors import InputError
 from ..schedules import BatchSchedule, make_schedule
 from ..workers import Workers
-from .base import Algorithm, Setting, register_algorithm
+from .base import Algorithm, Setting, State, register_algorithm
 from .cr_psgd import CRPSGD
 
 
@@ -53,16 +53,27 @@ class Catalyst(Algorithm):
     def constants(self) -> dict[str, Any]:
         return {"gamma": self.gamma, "theta": self.theta}
 
-    def run(self, workers: Workers, x0: np.ndarray) -> np.ndarray:
-        y = np.array(x0, dtype=workers.dtype)
-        for k in range(1, self.K + 1):
+    def run(self, workers: Workers, x0: np.ndarray, resume: State | None = None) -> np.ndarray:
+        first = 1 if resume is None else int(resume["k"])
+        y = np.array(x0 if resume is None else resume["y"], dtype=workers.dtype)
+        inner_resume = None if resume is None else resume.get("inner")
+        for k in range(first, self.K + 1):
             workers.set_stage(k)
             anchor = y.copy()
 
             def prox(x: np.ndarray, g: np.ndarray, anchor: np.ndarray = anchor) -> None:
                 g += self.theta * (x - anchor)
 
-            inner = CRPSGD(self.inner_T, self.schedule, self.gamma, extra_grad=prox)
-            y = inner.run(workers, anchor)
+            self._k, self._inner = k, CRPSGD(self.inner_T, self.schedule, self.gamma, extra_grad=prox)
+            self._y = anchor
+            y = self._inner.run(workers, anchor, resume=inner_resume if k == first else None)
+            self._k, self._inner, self._y = k + 1, None, y  # the stage is over: a resume starts the next one
             workers.end_round(y, stage_end=True)
         return y
+
+    def state(self) -> State:
+        """The stage in progress, its anchor y_{k-1} and the inner CR-PSGD's state; between stages, the next stage
+        and y_k."""
+        if self._inner is None:
+            return {"k": self._k, "y": self._y.copy()}
+        return {"k": self._k, "y": self._y.copy(), "inner": self._inner.state()}

@@ -10,7 +10,7 @@ from ..config import Config
 from ..errors import InputError
 from ..schedules import BatchSchedule, make_schedule
 from ..workers import Workers
-from .base import Algorithm, Setting, register_algorithm
+from .base import Algorithm, Setting, State, register_algorithm
 
 #: Exact extra gradient term of the objective, added after averaging (Catalyst's prox term).
 Extra = Callable[[np.ndarray, np.ndarray], None]
@@ -42,9 +42,12 @@ class CRPSGD(Algorithm):
         cfg = setting.cfg
         return cls(cfg.T, make_schedule(cfg, setting.n_workers), setting.step("gamma", cfg.gamma, lambda L: 1.0 / L))
 
-    def run(self, workers: Workers, x0: np.ndarray) -> np.ndarray:
-        x = np.array(x0, dtype=workers.dtype)
+    def run(self, workers: Workers, x0: np.ndarray, resume: State | None = None) -> np.ndarray:
+        x = np.array(x0 if resume is None else resume["x"], dtype=workers.dtype)
         plan = self.schedule.plan(self.T)
+        if resume is not None:
+            plan.restore(resume["plan"])
+        self._x, self._plan = x, plan
         spread = np.empty((workers.k, x.size + 1), dtype=x.dtype) if plan.needs_spread else None
         while (batch := plan.next()) is not None:
             rows = workers.gradients(x, batch)
@@ -61,3 +64,6 @@ class CRPSGD(Algorithm):
             x -= self.gamma * g
             workers.end_round(x)
         return x
+
+    def state(self) -> State:
+        return {"x": self._x.copy(), "plan": self._plan.state()}

@@ -10,7 +10,7 @@ import numpy as np
 from ..config import Config
 from ..errors import InputError
 from ..workers import Workers
-from .base import Algorithm, Setting, register_algorithm
+from .base import Algorithm, Setting, State, register_algorithm
 
 
 def resolve_period(period: int | str, N: int, T: int) -> int:
@@ -61,13 +61,18 @@ class LocalSGD(Algorithm):
         """Number of averaging rounds."""
         return self.T // (self.H * self.b)
 
-    def run(self, workers: Workers, x0: np.ndarray) -> np.ndarray:
-        x = np.array(x0, dtype=workers.dtype)
+    def run(self, workers: Workers, x0: np.ndarray, resume: State | None = None) -> np.ndarray:
+        x = np.array(x0 if resume is None else resume["x"], dtype=workers.dtype)
         models = np.empty((workers.k, x.size), dtype=x.dtype)
-        for _ in range(self.rounds):
+        first = 0 if resume is None else int(resume["round"])
+        for r in range(first, self.rounds):
             models[:] = x
             for _ in range(self.H):
                 models -= self.gamma * workers.gradients(models, self.b)
             x = workers.average(models).copy()
+            self._round, self._x = r + 1, x  # after the average every worker's model is x
             workers.end_round(x)
         return x
+
+    def state(self) -> State:
+        return {"round": self._round, "x": self._x.copy()}
