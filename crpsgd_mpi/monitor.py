@@ -73,14 +73,14 @@ class Monitor:
         if self.writer is None:
             return
         t0 = time.perf_counter()
+        groups: dict[str, dict[str, np.ndarray]] = {"rounds": rows}
+        if evals:
+            cols = list(zip(*evals))
+            groups["evals"] = {
+                "round": np.asarray(cols[0], dtype=np.int64), "sfo": np.asarray(cols[1], dtype=np.int64),
+                "loss": np.asarray(cols[2]), "grad_norm_sq": np.asarray(cols[3]), "suboptimality": np.asarray(cols[4]),
+            }
         with deferred_signals():
-            self.writer.append("rounds", rows)
-            if evals:
-                cols = list(zip(*evals))
-                self.writer.append("evals", {
-                    "round": np.asarray(cols[0], dtype=np.int64), "sfo": np.asarray(cols[1], dtype=np.int64),
-                    "loss": np.asarray(cols[2]), "grad_norm_sq": np.asarray(cols[3]),
-                    "suboptimality": np.asarray(cols[4]),
-                })
+            self.writer.append_groups(groups)  # one open of the file; rounds first
         self._last_flush = time.monotonic()
         self.ledger.exclude(time.perf_counter() - t0)  # trace I/O is instrumentation, not algorithm time

@@ -60,16 +60,16 @@ class TraceWriter:
 
     def append(self, group: str, columns: Mapping[str, np.ndarray]) -> None:
         """Append equal-length columns to `group` ('rounds' or 'evals')."""
-        n = len(next(iter(columns.values())))
-        if n == 0:
+        self.append_groups({group: columns})
+
+    def append_groups(self, groups: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """Append to several groups, in the given order, opening the file once (an open costs milliseconds)."""
+        todo = {g: cols for g, cols in groups.items() if len(next(iter(cols.values()))) > 0}
+        if not todo:
             return
         with self._lock, h5py.File(self.path, "r+") as f:
-            g = f[group]
-            for name, values in columns.items():
-                ds = g[name]
-                old = ds.shape[0]
-                ds.resize((old + n,))
-                ds[old:] = values
+            for group, columns in todo.items():
+                _append(f[group], columns)
 
     def finish(self, status: str, x: np.ndarray | None, extra: Mapping[str, Any]) -> None:
         """Set the final status, the final iterate and summary attributes."""
@@ -112,3 +112,13 @@ def read_trace(path: str | Path) -> Trace:
         x = f["final"]["x"][()] if "final" in f and "x" in f["final"] else None
     config = json.loads(attrs.get("config", "{}"))
     return Trace(Path(path), attrs, rounds, evals, x, config)
+
+
+def _append(g: h5py.Group, columns: Mapping[str, np.ndarray]) -> None:
+    """Append equal-length columns to the datasets of group g."""
+    n = len(next(iter(columns.values())))
+    for name, values in columns.items():
+        ds = g[name]
+        old = ds.shape[0]
+        ds.resize((old + n,))
+        ds[old:] = values
