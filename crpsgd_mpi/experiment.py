@@ -3,8 +3,10 @@ has no complete trace yet (resumable) and leaves plotting to a separate stage.""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -146,9 +148,24 @@ def default_jobs() -> int:
 
 
 def _timed_execute(run: Run, use_mpi: bool) -> tuple[int, float]:
+    """Exit status and seconds of one run; afterwards its memory is freed at once (a run's Workers and Monitor
+    refer to each other, so without a collection its data could linger through the next runs)."""
     t0 = time.perf_counter()
-    code = execute(run, use_mpi)
+    try:
+        code = execute(run, use_mpi)
+    finally:
+        gc.collect()
     return code, time.perf_counter() - t0
+
+
+def _pool_task(run: Run, use_mpi: bool) -> tuple[int, float]:
+    """`_timed_execute` in a pool process, which then takes SIGINT and SIGTERM the default way again (a run installs
+    its own handlers): an idle pool process ends with the driver's process group."""
+    try:
+        return _timed_execute(run, use_mpi)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _progress(k: int, n: int, run: Run, code: int, seconds: float) -> None:
@@ -170,7 +187,7 @@ def _run_pool(todo: list[Run], use_mpi: bool, jobs: int, verbose: bool) -> int:
         try:
             while order.pending or running:
                 for run in order.startable(jobs - len(running)):
-                    running[pool.submit(_timed_execute, run, use_mpi)] = run
+                    running[pool.submit(_pool_task, run, use_mpi)] = run
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     run = running.pop(fut)
