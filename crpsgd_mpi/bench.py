@@ -147,6 +147,13 @@ def _sweep_row(B: int, d: int, buf: np.ndarray, shard: np.ndarray, y_shard: np.n
     return row
 
 
+#: Runs the simulator, then prints the process's peak resident set (VmHWM, KiB; 0 where /proc is missing). Its own
+#: high-water mark: getrusage's ru_maxrss of a child counts the parent's pages at the fork.
+_PROBE = ("import sys\nfrom crpsgd_mpi.run import main\ncode = main(sys.argv[1:])\ntry:\n"
+          "    hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+          "except (OSError, IndexError):\n    hwm = '0'\nprint(hwm, flush=True)\nsys.exit(code)")
+
+
 def _peak_run(args: list[str], cache: Path) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one in-process run in a fresh process, with f* cached under `cache`."""
     import os
@@ -154,13 +161,11 @@ def _peak_run(args: list[str], cache: Path) -> tuple[float, float]:
 
     env = {**os.environ, "CRPSGD_CACHE": str(cache)}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "crpsgd_mpi.run", *args, "--quiet"], env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    res = subprocess.run([sys.executable, "-c", _PROBE, *args, "--quiet"], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"run failed ({proc.returncode}): {args}")
-    return seconds, usage.ru_maxrss * 1024 / 1e6
+    if res.returncode != 0:
+        raise RuntimeError(f"run failed ({res.returncode}): {args}\n{res.stderr}")
+    return seconds, int(res.stdout.split()[-1]) * 1024 / 1e6
 
 
 def scale_runs(cases: dict[str, list[str]], runs: int, tmp: Path) -> dict[str, object]:

@@ -225,20 +225,23 @@ def _slots(shards: list[Shard], d: int) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def _consecutive(parts: list[np.ndarray], rows: int) -> np.ndarray | None:
-    """The parts as one array when each has `rows` rows and they are consecutive row ranges of one C-contiguous
-    array (or there is one part), else None."""
+    """The parts as one array (a view, no copy) when each has `rows` rows and they lie one after another in one
+    C-contiguous buffer (or there is one part), else None."""
     first = parts[0]
     if len(parts) == 1:
         return first
     base = first.base
-    if not isinstance(base, np.ndarray) or not base.flags.c_contiguous or base.shape[1:] != first.shape[1:]:
+    if not isinstance(base, np.ndarray) or not base.flags.c_contiguous or not first.flags.c_contiguous:
         return None
-    step = first.strides[0]
-    start, rem = divmod(first.ctypes.data - base.ctypes.data, step)
+    shape, step, addr = (rows, *first.shape[1:]), first.strides[0], first.ctypes.data
     for i, part in enumerate(parts):
-        if part.base is not base or part.shape[0] != rows or part.ctypes.data != first.ctypes.data + i * rows * step:
+        if part.base is not base or part.shape != shape or part.ctypes.data != addr + i * rows * step:
             return None
-    return None if rem or start < 0 else base[start:start + rows * len(parts)]
+    offset = addr - base.ctypes.data
+    if offset < 0 or offset + len(parts) * rows * step > base.nbytes:
+        return None
+    return np.ndarray((len(parts) * rows, *first.shape[1:]), dtype=first.dtype, buffer=base, offset=offset,
+                      strides=first.strides)
 
 
 class _BatchBuffers:
