@@ -24,7 +24,7 @@ from crpsgd_mpi.problems import (
 )
 
 #: (k, B, d): batches that go to the blocked kernel, with a partial last block and several blocks.
-LARGE = [(1, 700, 785), (3, 2600, 51), (2, 3 * block_rows(300) + 5, 300)]
+LARGE = [(1, 700, 785), (2, 3 * block_rows(300) + 5, 300), (3, 2600, 51), (4, 200, 700)]
 
 
 def shifted(a: np.ndarray, nbytes: int) -> np.ndarray:
