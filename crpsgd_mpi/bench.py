@@ -27,6 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 ALGORITHMS = ("cr-psgd", "psgd", "local-sgd", "catalyst")
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 SCHEDULE_RHOS = (1.0001, 1.01, 1.5)
+#: Whole runs with many virtual workers (issue 10): CR-PSGD, T = 10^4, N = 1024; N = 10^4 on 10^6 samples.
+SCALE = {"N1024": ["--backend", "local", "--workers", "1024"],
+         "N10000": ["--backend", "local", "--workers", "10000", "--samples", "1000000"]}
+SCALE_QUICK = {"N64": ["--backend", "local", "--workers", "64", "--samples", "2000", "--T", "300"]}
 
 
 def stats(values: Sequence[float]) -> dict[str, float]:
@@ -66,6 +70,115 @@ def kernel_rates(rows: int, repeats: int, d: int = 785, d_sparse: int = 47236) -
     return {"rows": rows,
             "dense": {**dense, "GBps": Xb.nbytes / dense["median"] / 1e9, "samples_per_s": rows / dense["median"]},
             "sparse": {**sparse, "GBps": s_bytes / sparse["median"] / 1e9, "samples_per_s": rows / sparse["median"]}}
+
+
+def llc_bytes() -> int:
+    """Size of the last-level cache (sysfs; 32 MiB when unknown)."""
+    text = ""
+    for level in (3, 2):
+        try:
+            text = Path(f"/sys/devices/system/cpu/cpu0/cache/index{level}/size").read_text().strip()
+            break
+        except OSError:
+            continue
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if text and text[-1] in units and text[:-1].isdigit():
+        return int(text[:-1]) * units[text[-1]]
+    return 32 << 20
+
+
+def _einsum_grads(Xb: np.ndarray, yb: np.ndarray, models: np.ndarray, out: np.ndarray, work: np.ndarray) -> None:
+    """The dense kernel before blocked BLAS (einsum, two passes over X), kept as the reference."""
+    from scipy.special import expit
+
+    z = np.einsum("wbj,wj->wb", Xb, models, out=work)
+    z *= yb
+    np.negative(z, out=z)
+    expit(z, out=z)
+    z *= yb
+    z *= -1.0 / yb.shape[1]
+    np.einsum("wbj,wb->wj", Xb, z, out=out)
+
+
+def dense_sweep(batches: list[int], repeats: int, read_GBps: float, d: int = 785) -> list[dict[str, object]]:
+    """The dense minibatch kernel for batch sizes B from 1 to beyond the LLC, median GB/s of the batch's X and its
+    share of the read rate: on an aligned batch (what a rank's gather gives it), on a misaligned one (every block
+    copied into aligned scratch first), gathered from a 16384-row shard (the simulator's own path), and einsum."""
+    from .memory import aligned_empty
+
+    rng = np.random.default_rng(0)
+    buf = aligned_empty(max(batches) * d + 8)
+    buf[:] = rng.standard_normal(buf.size)
+    shard = aligned_empty((16384, d))
+    shard[:] = rng.standard_normal(shard.shape)
+    y_shard = rng.choice([-1.0, 1.0], 16384)
+    return [_sweep_row(B, d, buf, shard, y_shard, rng, repeats, read_GBps) for B in batches]
+
+
+def _sweep_row(B: int, d: int, buf: np.ndarray, shard: np.ndarray, y_shard: np.ndarray, rng: np.random.Generator,
+               repeats: int, read_GBps: float) -> dict[str, object]:
+    from .problems import gathered_minibatch_grad, uses_blas
+
+    Xa = buf[:B * d].reshape(1, B, d)
+    Xm = buf[1:B * d + 1].reshape(1, B, d)  # 8 bytes off a 64-byte boundary
+    yb, x = rng.choice([-1.0, 1.0], (1, B)), rng.standard_normal((1, d)) * 0.01
+    g, work, idx = np.empty((1, d)), np.empty((1, B)), rng.integers(0, shard.shape[0], B)
+    Xg, yg = np.empty((1, B, d)), np.empty((1, B))
+
+    def gathered() -> None:
+        if uses_blas(B, d):
+            gathered_minibatch_grad(shard, y_shard, idx, x[0], g[0])
+            return
+        shard.take(idx, axis=0, out=Xg[0], mode="clip")
+        y_shard.take(idx, out=yg[0], mode="clip")
+        dense_minibatch_grads(Xg, yg, x, g, work)
+
+    reps = repeats if Xa.nbytes > 1 << 24 else repeats * max(1, min(200, (1 << 27) // Xa.nbytes))
+    t = {"aligned": timed(lambda: dense_minibatch_grads(Xa, yb, x, g, work), reps),
+         "misaligned": timed(lambda: dense_minibatch_grads(Xm, yb, x, g, work), reps),
+         "gathered": timed(gathered, reps),
+         "einsum": timed(lambda: _einsum_grads(Xa, yb, x, g, work), reps)}
+    row: dict[str, object] = {"B": B, "MB": Xa.nbytes / 1e6, "kernel": "blas" if uses_blas(B, d) else "einsum"}
+    for name, v in t.items():
+        gbps = Xa.nbytes / v["median"] / 1e9
+        row[name] = {**v, "GBps": gbps, "of_read": gbps / read_GBps}
+    return row
+
+
+#: Runs the simulator, then prints the process's peak resident set (VmHWM, KiB; 0 where /proc is missing). Its own
+#: high-water mark: getrusage's ru_maxrss of a child counts the parent's pages at the fork.
+_PROBE = ("import sys\nfrom crpsgd_mpi.run import main\ncode = main(sys.argv[1:])\ntry:\n"
+          "    hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+          "except (OSError, IndexError):\n    hwm = '0'\nprint(hwm, flush=True)\nsys.exit(code)")
+
+
+def _peak_run(args: list[str], cache: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one in-process run in a fresh process, with f* cached under `cache`."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "CRPSGD_CACHE": str(cache)}
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", _PROBE, *args, "--quiet"], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise RuntimeError(f"run failed ({res.returncode}): {args}\n{res.stderr}")
+    return seconds, int(res.stdout.split()[-1]) * 1024 / 1e6
+
+
+def scale_runs(cases: dict[str, list[str]], runs: int, tmp: Path) -> dict[str, object]:
+    """Whole in-process runs with many virtual workers: wall time (start-up, data, L, f*, rounds, evaluations) and
+    peak RSS; the first run with an empty f* cache (computes f*), the others with it cached."""
+    out: dict[str, object] = {}
+    for name, args in cases.items():
+        cache = tmp / f"cache-{name}"
+        cache.mkdir()
+        trace = ["--out", str(tmp / "scale.h5"), "--overwrite"]
+        cold = _peak_run([*args, *trace], cache)
+        warm = [_peak_run([*args, *trace], cache) for _ in range(max(1, runs - 1))]
+        out[name] = {"args": args, "cold_s": cold[0], "cold_MB": cold[1], "warm": stats([w[0] for w in warm]),
+                     "warm_MB": max(w[1] for w in warm)}
+    return out
 
 
 def _sim(n: int, args: list[str], out: Path) -> float:
@@ -265,6 +378,13 @@ def _mm(s: dict[str, float], scale: float = 1.0, unit: str = "s") -> str:
 def report(r: dict[str, object]) -> str:
     """The results as a printable table."""
     lines = [f"STREAM-like read bandwidth: {r['stream_read_GBps']:.1f} GB/s"]
+    for row in r["dense_sweep"]:  # type: ignore[union-attr]
+        lines.append(f"dense kernel B={row['B']} ({row['MB']:.3g} MB, {row['kernel']}): " + "; ".join(
+            f"{name} {row[name]['GBps']:.1f} GB/s = {row[name]['of_read']:.0%}"
+            for name in ("aligned", "misaligned", "gathered", "einsum")))
+    for name, v in r["scale"].items():  # type: ignore[union-attr]
+        lines.append(f"in process, {name} ({' '.join(v['args'])}): {v['cold_s']:.1f} s, peak {v['cold_MB']:.0f} MB "
+                     f"computing f*; {_mm(v['warm'])}, peak {v['warm_MB']:.0f} MB with f* cached")
     for k in r["kernels"]:  # type: ignore[union-attr]
         d, s = k["dense"], k["sparse"]
         lines.append(f"kernel B={k['rows']}: dense {_mm(d, 1e3, 'ms')} = {d['GBps']:.1f} GB/s "
@@ -312,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     r: dict[str, object] = {"quick": q}
     r["stream_read_GBps"] = stream_read_bandwidth(1 << (22 if q else 28), reps) / 1e9  # 256 MiB: past the caches
     r["kernels"] = [kernel_rates(64, reps * 20), kernel_rates(1024 if q else 32768, reps)]
+    llc_rows = math.ceil(1.5 * llc_bytes() / (8 * 785))  # past the LLC
+    sweep = [1, 64, 4096] if q else [*(4 ** i for i in range(9)), 1 << 17, 1 << (llc_rows - 1).bit_length()]
+    r["dense_sweep"] = dense_sweep(sorted(set(min(b, 1 << 18) for b in sweep)), reps, r["stream_read_GBps"])
     real = ["--dataset", "fashion-mnist"] if FMNIST.exists() and not q else ["--samples", "2000"]
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
@@ -322,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         r["growth_N"] = growth([1, 2] if q else [1, 2, 4, 8, 16], "workers", {"T": T}, tmp)
         r["memory"] = peak_memory(2 if q else 10, real, runs, tmp)
         r["reduction_cost"] = reduction_cost(2 if q else 10, 100 if q else 3000, real, runs, tmp)
+        r["scale"] = scale_runs(SCALE_QUICK if q else SCALE, 1 if q else runs, tmp)
         r["schedule_cost"] = schedule_cost(10**6 if q else 10**12, 3000 if q else 200_000, 2, reps, reps, tmp)
         r["progress_cost"] = progress_cost(2000 if q else 100_000, 3 if q else 9, tmp)
     ns.json.write_text(json.dumps(r, indent=1))

@@ -3,8 +3,14 @@ has no complete trace yet (resumable) and leaves plotting to a separate stage.""
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
+import os
+import signal
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,18 +116,153 @@ def execute(run: Run, use_mpi: bool = False, timeout: float = 1800.0) -> int:
     return main(["--backend", "local", *args])
 
 
-def run_families(paths: list[Path], results: Path, use_mpi: bool = False, verbose: bool = True) -> int:
-    """Run every family member that has no complete trace; returns the number of failed runs."""
-    failures = 0
+def run_families(paths: list[Path], results: Path, use_mpi: bool = False, verbose: bool = True,
+                 jobs: int = 1) -> int:
+    """Run every family member that has no complete trace; returns the number of failed runs. With jobs > 1 the
+    runs go to a pool of that many fresh processes (one BLAS thread each); the traces are those of jobs = 1 (see
+    `FstarOrder`)."""
+    todo: list[Run] = []
     for path in paths:
         fam = load_family(path)
-        todo = [r for r in fam.expand(results) if needs_run(r)]
+        mine = [r for r in fam.expand(results) if needs_run(r)]
         if verbose:
-            print(f"{fam.name}: {len(todo)} run(s) to do", flush=True)
-        for run in todo:
-            t0 = time.perf_counter()
-            code = execute(run, use_mpi)
-            if verbose:
-                print(f"  {run.label} seed {run.seed}: exit {code} in {time.perf_counter() - t0:.1f} s", flush=True)
-            failures += code not in (0, 3)
+            print(f"{fam.name}: {len(mine)} run(s) to do", flush=True)
+        todo += mine
+    if jobs > 1 and len(todo) > 1:
+        return _run_pool(todo, use_mpi, jobs, verbose)
+    failures = 0
+    for k, run in enumerate(todo, 1):
+        code, seconds = _timed_execute(run, use_mpi)
+        if verbose:
+            _progress(k, len(todo), run, code, seconds)
+        failures += code not in (0, 3)
     return failures
+
+
+def default_jobs() -> int:
+    """The number of cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _timed_execute(run: Run, use_mpi: bool) -> tuple[int, float]:
+    """Exit status and seconds of one run; afterwards its memory is freed at once (a run's Workers and Monitor
+    refer to each other, so without a collection its data could linger through the next runs)."""
+    t0 = time.perf_counter()
+    try:
+        code = execute(run, use_mpi)
+    finally:
+        gc.collect()
+    return code, time.perf_counter() - t0
+
+
+def _pool_task(run: Run, use_mpi: bool) -> tuple[int, float]:
+    """`_timed_execute` in a pool process, which then takes SIGINT and SIGTERM the default way again (a run installs
+    its own handlers): an idle pool process ends with the driver's process group."""
+    try:
+        return _timed_execute(run, use_mpi)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _progress(k: int, n: int, run: Run, code: int, seconds: float) -> None:
+    status = "done" if code == 0 else f"exit {code}"
+    print(f"  run {k} of {n}: {run.family} {run.label} seed {run.seed}: {status} in {seconds:.1f} s", flush=True)
+
+
+def _run_pool(todo: list[Run], use_mpi: bool, jobs: int, verbose: bool) -> int:
+    """The runs in a pool of `jobs` spawned processes, started in list order as far as `FstarOrder` allows. The
+    processes inherit the environment, in which `threads` has set one BLAS thread before their numpy loads."""
+    from . import threads  # noqa: F401
+
+    order = FstarOrder(todo)
+    if verbose:
+        print(f"{len(todo)} run(s) on {jobs} processes", flush=True)
+    failures, done = 0, 0
+    running: dict[Future[tuple[int, float]], Run] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            while order.pending or running:
+                for run in order.startable(jobs - len(running)):
+                    running[pool.submit(_pool_task, run, use_mpi)] = run
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    run = running.pop(fut)
+                    order.finished(run)
+                    code, seconds = fut.result()
+                    done += 1
+                    failures += code not in (0, 3)
+                    if verbose:
+                        _progress(done, len(todo), run, code, seconds)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return failures
+
+
+class FstarOrder:
+    """Which runs may start now so that every f* is computed once, by the run that computes it when the runs go one
+    after another: the first run (in list order) that needs an f* not yet in the cache computes it; the other runs
+    needing the same f* wait until it has finished (then they read the cache, as they would have in turn). Runs that
+    need no f*, or one already cached, start at once."""
+
+    def __init__(self, runs: list[Run]) -> None:
+        from .fstar_cache import cache_path, read_table
+
+        self.pending = list(runs)
+        self._read = lambda: read_table(cache_path())
+        self._cached = set(self._read())
+        self._keys = {run.path: fstar_key(run) for run in runs}
+        self._computing: set[str] = set()
+
+    def startable(self, slots: int) -> Iterator[Run]:
+        """Up to `slots` runs to start now, taken off the pending list in order."""
+        taken = 0
+        for run in list(self.pending):
+            if taken >= slots:
+                return
+            key = self._keys[run.path]
+            if key is not None and key not in self._cached:
+                if key in self._computing:
+                    continue
+                self._computing.add(key)
+            self.pending.remove(run)
+            taken += 1
+            yield run
+
+    def finished(self, run: Run) -> None:
+        """`run` has ended: its f* (if it computed one) is now in the cache; if it failed first, the next run that
+        needs the same f* computes it."""
+        key = self._keys[run.path]
+        if key is not None and key in self._computing:
+            self._computing.discard(key)
+            self._cached |= set(self._read())
+
+
+def fstar_key(run: Run) -> str | None:
+    """The f* cache key of a run that needs f* (an l2 run), else None."""
+    from .fstar_cache import cache_key
+
+    cfg = Config.from_mapping(run.settings)
+    if cfg.regularizer != "l2":
+        return None
+    try:
+        return cache_key(cfg, _fingerprint(cfg))
+    except InputError:  # e.g. a missing data file: the run itself will fail and say so
+        return None
+
+
+_FINGERPRINTS: dict[tuple[Any, ...], str] = {}
+
+
+def _fingerprint(cfg: Config) -> str:
+    """The data fingerprint of a config (each data set opened once per driver)."""
+    from .data import open_source
+
+    what = (cfg.dataset, cfg.fmnist_dir, cfg.samples, cfg.features, cfg.condition, cfg.label_noise, cfg.data_seed)
+    if what not in _FINGERPRINTS:
+        _FINGERPRINTS[what] = open_source(cfg).fingerprint()
+    return _FINGERPRINTS[what]

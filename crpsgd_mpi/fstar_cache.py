@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ def cached_optimum(workers: Workers, x0: np.ndarray, cfg: Config, fingerprint: s
     """f* from the cache if every process finds it there, else by L-BFGS (collective), then cached."""
     key = cache_key(cfg, fingerprint)
     path = cache_path()
-    table, damage = _read(path)
+    table, damage = read_cache(path)
     if damage and workers.backend.is_root:
         say(f"crpsgd_mpi: note: the f* cache {path} {damage}; the entries it needs are computed again")
     found = key in table
@@ -41,29 +44,46 @@ def cached_optimum(workers: Workers, x0: np.ndarray, cfg: Config, fingerprint: s
         return float(table[key])
     value = optimum(workers, x0)
     if workers.backend.is_root:
-        _write(path, key, value)
+        store(path, key, value)
     return value
 
 
-def _write(path: Path, key: str, value: float) -> None:
-    """Add one entry, atomically (a temporary file moved into place); a read-only or full disk only costs a
-    recomputation next time."""
-    table, _ = _read(path)
-    table[key] = value
+def store(path: Path, key: str, value: float) -> None:
+    """Add one entry: read, merge and replace the file under an exclusive lock (concurrent writers of other keys
+    lose nothing), through a temporary file and a rename (a reader never sees half a file). A read-only or full disk
+    only costs a recomputation next time; a folder, FIFO or device in the cache's place is never replaced."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
-        if path.exists() and not path.is_file():
-            return  # never replace a folder, FIFO or device someone put there
-        os.replace(tmp, path)
+        with _locked(path.with_name(path.name + ".lock")):
+            if path.exists() and not path.is_file():
+                return
+            table, _ = read_cache(path)
+            table[key] = value
+            tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
+            os.replace(tmp, path)
     except OSError:
         pass
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _read(path: Path) -> tuple[dict[str, float], str | None]:
+@contextmanager
+def _locked(lock: Path) -> Iterator[None]:
+    with lock.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_table(path: Path) -> dict[str, float]:
+    """The cache's valid entries (empty when the file is missing or unreadable)."""
+    return read_cache(path)[0]
+
+
+def read_cache(path: Path) -> tuple[dict[str, float], str | None]:
     """The cache's valid entries, and what is wrong with it (None if nothing). A FIFO, device or folder in its place
     is never opened (reading a FIFO would block)."""
     if not path.exists():

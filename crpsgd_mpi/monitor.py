@@ -79,17 +79,16 @@ class Monitor:
             self._rows, self._evals = [], []
             return
         t0 = time.perf_counter()
+        groups: dict[str, dict[str, np.ndarray]] = {
+            "rounds": {c: np.concatenate([r[c] for r in self._rows]) for c in self._rows[0]}}
+        if self._evals:
+            cols = list(zip(*self._evals))
+            groups["evals"] = {
+                "round": np.asarray(cols[0], dtype=np.int64), "sfo": np.asarray(cols[1], dtype=np.int64),
+                "loss": np.asarray(cols[2]), "grad_norm_sq": np.asarray(cols[3]), "suboptimality": np.asarray(cols[4]),
+            }
         with deferred_signals():
-            while self._rows:
-                self.writer.append("rounds", self._rows[0])
-                self._rows.pop(0)
-            if self._evals:
-                cols = list(zip(*self._evals))
-                self.writer.append("evals", {
-                    "round": np.asarray(cols[0], dtype=np.int64), "sfo": np.asarray(cols[1], dtype=np.int64),
-                    "loss": np.asarray(cols[2]), "grad_norm_sq": np.asarray(cols[3]),
-                    "suboptimality": np.asarray(cols[4]),
-                })
-                self._evals = []
+            self.writer.append_groups(groups)  # one open of the file; rounds first
+        self._rows, self._evals = [], []
         self._last_flush = time.monotonic()
         self.ledger.exclude(time.perf_counter() - t0)  # trace I/O is instrumentation, not algorithm time

@@ -56,7 +56,9 @@ def shuffle(n_rows: int, seed: int) -> np.ndarray:
 
 
 def load(cfg: Config, n_workers: int, workers: Sequence[int]) -> Dataset:
-    """Load the shards of `workers` (this process's workers) out of N, validating the data."""
+    """Load the shards of `workers` (this process's workers) out of N, validating the data. The source is asked
+    once for all of them (so e.g. each synthetic block is generated once); the shards are consecutive row slices
+    of that one matrix (views where it is dense), each checked as if loaded alone."""
     source = open_source(cfg)
     check_source(cfg, source, n_workers, len(workers))
     n_rows = source.n_rows
@@ -64,20 +66,35 @@ def load(cfg: Config, n_workers: int, workers: Sequence[int]) -> Dataset:
         raise InputError("workers", n_workers, f"more workers than samples ({n_rows})")
     perm = shuffle(n_rows, cfg.seed)
     bounds = shard_bounds(n_rows, n_workers)
+    workers = list(workers)
+    sizes = [int(bounds[w + 1] - bounds[w]) for w in workers]
+    X_all, y_raw = source.rows(_local_rows(perm, bounds, workers), cfg.intercept)
+    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).tolist()
+    y_all = _labels(y_raw, offsets, cfg.dataset)
+    check_finite(X_all, cfg.dataset)
     shards = []
-    n_features = None
-    sparse_out = False
-    for w in workers:
-        X, y_raw = source.rows(perm[bounds[w]:bounds[w + 1]], cfg.intercept)
-        y = binary_labels(y_raw, cfg.dataset)
-        X = to_storage(X, cfg.storage)
-        check_finite(X, cfg.dataset)
-        sparse_out = sp.issparse(X)
-        n_features = X.shape[1]
-        shards.append(Shard(worker=w, X=X, y=y))
-    if n_features is None:
-        n_features = 0
+    for i, w in enumerate(workers):
+        X = to_storage(X_all[offsets[i]:offsets[i + 1]], cfg.storage)
+        shards.append(Shard(worker=w, X=X, y=y_all[offsets[i]:offsets[i + 1]]))
+    n_features = shards[-1].X.shape[1] if shards else 0
     return Dataset(
-        name=source.name, n_samples=n_rows, n_features=int(n_features), sparse=sparse_out,
-        shards=shards, fingerprint=source.fingerprint(),
+        name=source.name, n_samples=n_rows, n_features=int(n_features),
+        sparse=bool(shards) and sp.issparse(shards[-1].X), shards=shards, fingerprint=source.fingerprint(),
     )
+
+
+def _local_rows(perm: np.ndarray, bounds: np.ndarray, workers: list[int]) -> np.ndarray:
+    """The permuted row indices of `workers`' shards, in the order of `workers` (one slice when consecutive)."""
+    if workers and workers == list(range(workers[0], workers[-1] + 1)):
+        return perm[bounds[workers[0]]:bounds[workers[-1] + 1]]
+    return np.concatenate([perm[bounds[w]:bounds[w + 1]] for w in workers] or [perm[:0]])
+
+
+def _labels(y_raw: np.ndarray, offsets: list[int], where: str) -> np.ndarray:
+    """Labels in {-1, +1}. Each shard's labels are checked on their own (as a process holding only that shard
+    would); when the union of all passes, every shard passes, so one check serves them all."""
+    try:
+        return binary_labels(y_raw, where)
+    except InputError:
+        parts = [binary_labels(y_raw[a:b], where) for a, b in zip(offsets[:-1], offsets[1:])]
+        return np.concatenate(parts) if parts else y_raw

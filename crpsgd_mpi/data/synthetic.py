@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..memory import aligned_empty
 from ..seeding import Stream, rng_for
 from .base import Matrix, Source
 
@@ -44,17 +45,22 @@ class SyntheticSource(Source):
         return X, y
 
     def rows(self, index: np.ndarray, intercept: bool = False) -> tuple[Matrix, np.ndarray]:
+        """Rows `index` (any order): each 4096-row block they touch is generated once, whatever their number."""
         f = self.features
-        X = np.empty((index.size, f + intercept))
+        X = aligned_empty((index.size, f + intercept))  # blocks of an aligned shard go to BLAS without a copy
         if intercept:
             X[:, f] = 1.0
         y = np.empty(index.size)
         blocks = index // SYNTHETIC_BLOCK
-        for b in np.unique(blocks):
-            Xb, yb = self._block(int(b))
-            sel = np.nonzero(blocks == b)[0]
-            X[sel, :f] = Xb[index[sel] - b * SYNTHETIC_BLOCK]
-            y[sel] = yb[index[sel] - b * SYNTHETIC_BLOCK]
+        order = np.argsort(blocks, kind="stable")
+        present, starts = np.unique(blocks[order], return_index=True)
+        ends = np.append(starts[1:], order.size)
+        for b, lo, hi in zip(present.tolist(), starts.tolist(), ends.tolist()):
+            Xb, yb = self._block(b)
+            sel = order[lo:hi]
+            local = index[sel] - b * SYNTHETIC_BLOCK
+            X[sel, :f] = Xb[local]
+            y[sel] = yb[local]
         return X, y
 
     def fingerprint(self) -> str:
