@@ -19,6 +19,7 @@ from .limits import INT64_MAX, MAX_MAGNITUDE, MAX_T, Need
 
 REGULARIZERS = ("l2", "nonconvex", "none")
 BACKENDS = ("auto", "mpi", "local")
+DEVICES = ("cpu", "cuda")
 REDUCTIONS = ("ordered", "allreduce")
 STORAGES = ("auto", "dense", "sparse")
 NAMED_PERIODS = ("stich", "prsgd")
@@ -64,6 +65,17 @@ class Config:
                   "or 'prsgd' = max(1, floor(T^(1/4) / N^(3/4)))"},
     )
     local_batch: int = field(default=1, metadata={"help": "local-sgd: batch size of each local step"})
+    model: str = field(
+        default="logreg",
+        metadata={"help": "what the workers optimise: logreg (logistic regression), resnet20 or cnn (networks, needs "
+                  "the [torch] extra), or a plug-in's"},
+    )
+    device: str = field(default="cpu", metadata={"help": "networks: cpu or cuda (a GPU shared by the ranks)"})
+    eval_samples: int | None = field(
+        default=None,
+        metadata={"help": "training samples an evaluation covers in all (default: every one for logreg, 10000 for "
+                  "networks, a fixed part of each shard)"},
+    )
     dataset: str = field(
         default="synthetic",
         metadata={"help": "'synthetic', 'fashion-mnist', or a path to a LIBSVM/svmlight or HDF5 (/X, /y) file"},
@@ -152,7 +164,7 @@ class Config:
     def validate(self) -> None:
         """Raise InputError naming the first invalid field: types, ranges, the relations between fields, and the
         memory the settings alone imply (the rest of the memory plan needs the data's shape and N: `check_source`)."""
-        from .registry import ALGORITHMS, SCHEDULES
+        from .registry import ALGORITHMS, PROBLEMS, SCHEDULES
 
         for f in fields(self):
             value = getattr(self, f.name)
@@ -162,6 +174,11 @@ class Config:
             ALGORITHMS.get(self.algorithm)  # raises, listing what is registered
         if self.schedule not in SCHEDULES:
             SCHEDULES.get(self.schedule)
+        if self.model not in PROBLEMS:
+            PROBLEMS.get(self.model)
+        _choice("device", self.device, DEVICES)
+        if self.eval_samples is not None:
+            _count("eval_samples", self.eval_samples, 1)
         _choice("regularizer", self.regularizer, REGULARIZERS)
         _choice("backend", self.backend, BACKENDS)
         _choice("reduction", self.reduction, REDUCTIONS)

@@ -247,7 +247,7 @@ def fstar_key(run: Run) -> str | None:
     from .fstar_cache import cache_key
 
     cfg = Config.from_mapping(run.settings)
-    if cfg.regularizer != "l2":
+    if cfg.model != "logreg" or cfg.regularizer != "l2":
         return None
     try:
         return cache_key(cfg, _fingerprint(cfg))

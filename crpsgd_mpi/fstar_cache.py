@@ -27,13 +27,15 @@ def cache_path() -> Path:
 
 
 def cache_key(cfg: Config, fingerprint: str) -> str:
-    """What f* depends on: the data, the regulariser, lambda, the intercept and the storage."""
-    return f"{fingerprint}|{cfg.regularizer}|{cfg.lam!r}|intercept={cfg.intercept}|{cfg.storage}"
+    """The key of logistic regression's f* (see `LogisticRegression.optimum_key`)."""
+    from .problems.logreg import optimum_cache_key
+
+    return optimum_cache_key(cfg, fingerprint)
 
 
-def cached_optimum(workers: Workers, x0: np.ndarray, cfg: Config, fingerprint: str) -> float:
-    """f* from the cache if every process finds it there, else by L-BFGS (collective), then cached."""
-    key = cache_key(cfg, fingerprint)
+def cached_optimum(workers: Workers, x0: np.ndarray, key: str) -> float:
+    """f* (under `key`, the problem's) from the cache if every process finds it there, else by L-BFGS (collective),
+    then cached."""
     path = cache_path()
     table, damage = read_cache(path)
     if damage and workers.backend.is_root:

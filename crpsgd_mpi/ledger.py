@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 ROUND_COLUMNS = ("round", "sfo", "batch_size", "stage", "bytes", "wall_time")
-EVAL_COLUMNS = ("round", "sfo", "loss", "grad_norm_sq", "suboptimality")
+EVAL_COLUMNS = ("round", "sfo", "loss", "grad_norm_sq", "suboptimality", "test_loss", "test_accuracy")
 
 
 class Ledger:

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from .errors import Diverged
-from .ledger import EvalPlan, Ledger
+from .ledger import EVAL_COLUMNS, EvalPlan, Ledger
 from .progress import Progress
 from .signals import deferred_signals
 from .trace import TraceWriter
@@ -28,11 +28,12 @@ class Monitor:
         self.fault = fault if fault is not None and fault[0] in workers.backend.local_workers else None
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         self._last_flush = time.monotonic()
-        self._last_eval: tuple[int, int, float, float, float] | None = None
+        self._last_eval: tuple[int, int, float, float, float, float, float] | None = None
+        self.last_test: tuple[float, float] | None = None
         self.eval_time = 0.0
-        self._pending_evals: list[tuple[int, int, float, float, float]] = []
+        self._pending_evals: list[tuple[int, int, float, float, float, float, float]] = []
         self._rows: list[dict[str, np.ndarray]] = []  # taken from the ledger, not yet written
-        self._evals: list[tuple[int, int, float, float, float]] = []
+        self._evals: list[tuple[int, int, float, float, float, float, float]] = []
 
     def __call__(self, x: np.ndarray, stage_end: bool) -> None:
         if self.fault is not None and self.ledger.rounds == self.fault[1]:
@@ -49,17 +50,20 @@ class Monitor:
             self.flush()
 
     def evaluate(self, x: np.ndarray) -> tuple[float, float]:
-        """Evaluate f and ||grad f||^2 at x (once per round), record and write it."""
+        """Evaluate f and ||grad f||^2 at x (once per round; NaN where the problem does not evaluate gradients), and
+        the held-out test loss and accuracy where it has a test set; record and write them."""
         if self._last_eval is not None and self._last_eval[0] == self.ledger.rounds:
             return self._last_eval[2], self._last_eval[3]
         t0 = time.perf_counter()
         loss, grad = self.workers.objective(x)
+        self.last_test = self.workers.test_metrics(x)
         spent = time.perf_counter() - t0
         self.eval_time += spent
         self.ledger.exclude(spent)
-        gn = float(grad @ grad)
+        gn = float(grad @ grad) if grad is not None else math.nan
         sub = loss - self.f_star if self.f_star is not None else math.nan
-        row = (self.ledger.rounds, self.ledger.sfo, loss, gn, sub)
+        test_loss, test_accuracy = self.last_test if self.last_test is not None else (math.nan, math.nan)
+        row = (self.ledger.rounds, self.ledger.sfo, loss, gn, sub, test_loss, test_accuracy)
         self._last_eval = row
         self._pending_evals.append(row)
         if not math.isfinite(loss):
@@ -83,10 +87,8 @@ class Monitor:
             "rounds": {c: np.concatenate([r[c] for r in self._rows]) for c in self._rows[0]}}
         if self._evals:
             cols = list(zip(*self._evals))
-            groups["evals"] = {
-                "round": np.asarray(cols[0], dtype=np.int64), "sfo": np.asarray(cols[1], dtype=np.int64),
-                "loss": np.asarray(cols[2]), "grad_norm_sq": np.asarray(cols[3]), "suboptimality": np.asarray(cols[4]),
-            }
+            groups["evals"] = {c: np.asarray(v, dtype=np.int64 if c in ("round", "sfo") else np.float64)
+                               for c, v in zip(EVAL_COLUMNS, cols, strict=True)}
         with deferred_signals():
             self.writer.append_groups(groups)  # one open of the file; rounds first
         self._rows, self._evals = [], []

@@ -22,13 +22,12 @@ from . import __version__, signals
 from .algorithms import ALGORITHMS, Algorithm, Setting
 from .comm import Backend
 from .config import Config
-from .data import Dataset, load
 from .errors import Diverged, InputError, Interrupted, PeerFailure
 from .fstar_cache import cache_path, cached_optimum
 from .ledger import EvalPlan, Ledger
 from .monitor import Monitor
 from .outcome import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, say_to_launcher, silences_output
-from .problems import make_regularizer
+from .problems import PROBLEMS, Problem
 from .progress import Progress
 from .registry import DATASETS
 from .theory import smoothness
@@ -38,12 +37,13 @@ from .workers import Workers
 
 @dataclass
 class Prepared:
-    """What every process agreed on before the run: the algorithm, this process's data, the trace path (rank 0)."""
+    """What every process agreed on before the run: the algorithm, the problem with this process's data loaded, the
+    trace path (rank 0)."""
 
     cfg: Config
     backend: Backend
     algorithm: type[Algorithm]
-    data: Dataset
+    problem: Problem
     out: Path | None
 
 
@@ -52,7 +52,7 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
     trace could not be written, or would destroy one of its inputs) and load this process's shards. Every process
     learns of any process's error, so all of them raise the same InputError and none runs on alone."""
     error: InputError | None = None
-    algorithm, data, out = None, None, None
+    algorithm, problem, out = None, None, None
     try:
         cfg.check_workers(backend.n_workers)
         algorithm = ALGORITHMS.get(cfg.algorithm)
@@ -60,7 +60,7 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
         if backend.is_root:
             inputs = [*input_files(cfg), *([config_file] if config_file else [])]
             out = check_output_path(cfg.out or default_out(cfg, backend.n_workers), cfg.overwrite, inputs)
-        data = load(cfg, backend.n_workers, backend.local_workers)
+        problem = PROBLEMS.get(cfg.model)(cfg, backend.n_workers, backend.local_workers)
     except InputError as exc:
         error = exc
     agreed = backend.agree(None if error is None else encode_error(error))
@@ -68,8 +68,8 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
         if error is not None:
             raise error
         raise decode_error(*agreed[0])
-    assert algorithm is not None and data is not None
-    return Prepared(cfg, backend, algorithm, data, out)
+    assert algorithm is not None and problem is not None
+    return Prepared(cfg, backend, algorithm, problem, out)
 
 
 def encode_error(error: InputError) -> str:
@@ -153,15 +153,18 @@ class Run:
             return self._fail(exc)
 
     def _run(self) -> Outcome:
-        cfg, data = self.cfg, self.p.data
-        reg = make_regularizer(cfg.regularizer, cfg.lam)
+        cfg, problem = self.cfg, self.p.problem
         ledger = Ledger()
-        workers = Workers(self.backend, data, reg, cfg.seed, ledger)
-        x0 = np.zeros(data.n_features)
-        L = smoothness(workers, cfg.seed)
-        f_star = cached_optimum(workers, x0, cfg, data.fingerprint) if reg.name == "l2" else None
+        workers = Workers(self.backend, problem, cfg.seed, ledger)
+        x0 = problem.initial_point()
+        smooth = smoothness(workers, cfg.seed)
+        L = smooth.L if smooth is not None else None
+        key = problem.optimum_key()
+        f_star = cached_optimum(workers, x0, key) if key is not None else None
         algorithm = self.p.algorithm.create(Setting(cfg, self.N, L))
         constants = {"L": L, **algorithm.constants()}
+        if smooth is not None:
+            constants.update(L_method=smooth.method, L_converged=smooth.converged, **smooth.details)
         if self.p.out is not None:
             with self._trace_lock, signals.deferred_signals():  # a trace that exists can be marked, whoever ends it
                 if self.backend.ending():
@@ -176,19 +179,21 @@ class Run:
         self.monitor.evaluate(x0)
         x = algorithm.run(workers, x0)
         loss, gn = self.monitor.evaluate(x)
+        test = self.monitor.last_test
         if progress is not None:
             progress.close(ledger)
         self.backend.close()
         self._claim_or_wait()
         self._finish("complete", x, None)
-        values = {"loss": loss, "grad_norm_sq": gn, "f_star": f_star, "constants": constants, "data": data,
-                  "ledger": ledger, "eval_time": self.monitor.eval_time, "wall_time": ledger.elapsed()}
+        values = {"loss": loss, "grad_norm_sq": gn, "f_star": f_star, "constants": constants, "problem": problem,
+                  "ledger": ledger, "eval_time": self.monitor.eval_time, "wall_time": ledger.elapsed(), "test": test}
         return Outcome("complete", EXIT_OK, self._path(), values=values)
 
     def _attrs(self, constants: dict[str, Any], f_star: float | None) -> dict[str, Any]:
-        cfg, data = self.cfg, self.p.data
+        cfg, problem = self.cfg, self.p.problem
         resolved = {**cfg.to_dict(), "theta": None, **constants, "workers": self.N, "backend": self.backend.name,
-                    "n_samples": data.n_samples, "n_features": data.n_features, "dataset_name": data.name}
+                    "n_samples": problem.n_samples, "n_features": problem.dim, "dataset_name": problem.data_name,
+                    "dtype": problem.dtype.name}
         attrs: dict[str, Any] = {"algorithm": cfg.algorithm, "N": self.N, "T": cfg.T, "seed": cfg.seed,
                                  "config": json.dumps(resolved, sort_keys=True), "versions": json.dumps(self._versions())}
         if f_star is not None:
@@ -302,16 +307,17 @@ def _status_of(exc: BaseException) -> tuple[str, int]:
 def summary(cfg: Config, outcome: Outcome, n_workers: int, backend: str) -> str:
     """The lines printed after a complete run."""
     v = outcome.values
-    data, led, c = v["data"], v["ledger"], v["constants"]
+    led, c = v["ledger"], v["constants"]
     sub = f", suboptimality {v['loss'] - v['f_star']:.3e}" if v["f_star"] is not None else ""
+    gn = f", ||grad f||^2 {v['grad_norm_sq']:.3e}" if math.isfinite(v["grad_norm_sq"]) else ""
+    test = f", test accuracy {v['test'][1]:.4f}" if v.get("test") else ""
     L = f"L={c['L']:.6g}, " if c.get("L") is not None and math.isfinite(c["L"]) else ""
     steps = L + ", ".join(f"{k}={c[k]:.6g}" for k in ("gamma", "theta") if c.get(k) is not None)
     return "\n".join([
-        f"{cfg.algorithm} on {data.name} ({data.n_samples} x {data.n_features}, {cfg.regularizer} "
-        f"lam={cfg.lam:g}), N={n_workers} ({backend}), T={cfg.T}",
+        f"{cfg.algorithm} on {v['problem'].describe()}, N={n_workers} ({backend}), T={cfg.T}",
         f"  rounds {led.rounds}, SFO per worker {led.sfo} ({cfg.T - led.sfo} unspent), "
         f"{led.bytes / 1e6:.3f} MB reduced per rank",
-        f"  final loss {v['loss']:.10g}{sub}, ||grad f||^2 {v['grad_norm_sq']:.3e}",
+        f"  final loss {v['loss']:.10g}{sub}{gn}{test}",
         f"  {steps}",
         f"  trace {outcome.path or '-'} (complete); {v['wall_time']:.2f} s of rounds, {v['eval_time']:.2f} s of evaluations",
     ])

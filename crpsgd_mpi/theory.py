@@ -1,15 +1,16 @@
-"""Theory-derived quantities: the smoothness L and the optimum f* of convex problems."""
+"""Theory-derived quantities: the smoothness L of a problem (its own estimate) and the optimum f* of convex ones."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from .problems.base import Smoothness
 from .workers import Workers
 
 
-def smoothness(workers: Workers, seed: int) -> float:
-    """L <= lambda_max(A^T A)/(4M) + (bound on the regulariser's curvature)."""
-    return workers.gram_top_eigenvalue(seed) / 4.0 + workers.reg.curvature_bound()
+def smoothness(workers: Workers, seed: int) -> Smoothness | None:
+    """The problem's estimate of L, computed collectively over every worker's shard; None if it has none."""
+    return workers.problem.smoothness(workers.backend.sum, seed)
 
 
 def optimum(workers: Workers, x0: np.ndarray) -> float:

@@ -24,10 +24,11 @@ from .ledger import EVAL_COLUMNS, ROUND_COLUMNS
 if TYPE_CHECKING:
     import pandas as pd
 
-SCHEMA_VERSION = 1
+#: 2: evals gained test_loss and test_accuracy (NaN for problems without a test set); version 1 traces still load.
+SCHEMA_VERSION = 2
 STATUSES = ("running", "complete", "failed", "interrupted", "diverged")
 CHUNK = 1024
-_FLOAT_COLUMNS = {"wall_time", "loss", "grad_norm_sq", "suboptimality"}
+_FLOAT_COLUMNS = {"wall_time", "loss", "grad_norm_sq", "suboptimality", "test_loss", "test_accuracy"}
 
 
 #: Room kept free on the trace's file system: HDF5 needs some for its metadata, and a run that stops for lack of

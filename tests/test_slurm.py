@@ -56,7 +56,7 @@ def assert_same_trace(a: Trace, b: Trace) -> None:
         if c != "wall_time":
             assert np.array_equal(a.rounds[c], b.rounds[c]), c
     for c in a.evals:
-        assert np.array_equal(a.evals[c], b.evals[c]), c
+        assert np.array_equal(a.evals[c], b.evals[c], equal_nan=True), c
     assert a.x is not None and np.array_equal(a.x, b.x)
 
 

@@ -24,7 +24,7 @@ def test_schema(tmp_path: Path) -> None:
                    "--out", str(out)) == 0
     with h5py.File(out, "r") as f:
         a = f.attrs
-        assert a["schema_version"] == 1 and a["status"] == "complete" and a["algorithm"] == "cr-psgd"
+        assert a["schema_version"] == 2 and a["status"] == "complete" and a["algorithm"] == "cr-psgd"
         assert a["N"] == 3 and a["T"] == 2000 and a["seed"] == 0 and np.isfinite(a["f_star"])
         cfg, versions = json.loads(a["config"]), json.loads(a["versions"])
         assert cfg["gamma"] > 0 and cfg["L"] > 0 and cfg["workers"] == 3
@@ -46,6 +46,21 @@ def test_schema(tmp_path: Path) -> None:
         np.testing.assert_allclose(sub, f["evals/loss"][()] - a["f_star"])
         assert f["final/x"].shape == (cfg["n_features"],)
         assert a["sfo_per_worker"] == f["rounds/sfo"][-1]
+        assert np.isnan(f["evals/test_loss"][()]).all() and np.isnan(f["evals/test_accuracy"][()]).all()  # no test set
+
+
+def test_version_1_traces_still_load_and_plot(tmp_path: Path) -> None:
+    """A trace written before schema 2 (no test columns) reads back and draws."""
+    from crpsgd_mpi.figures.plots import staircase_figure
+
+    out = tmp_path / "v1.h5"
+    assert run_cli("--backend", "local", "--workers", "2", "--T", "300", "--out", str(out)) == 0
+    with h5py.File(out, "r+") as f:
+        f.attrs["schema_version"] = 1
+        del f["evals/test_loss"], f["evals/test_accuracy"]
+    tr = read_trace(out)
+    assert list(tr.evals.columns) == ["grad_norm_sq", "loss", "round", "sfo", "suboptimality"]
+    assert staircase_figure("s", {"cr-psgd": tr}, tmp_path / "fig", dataset="synthetic")
 
 
 def test_no_f_star_for_nonconvex(tmp_path: Path) -> None:

@@ -21,21 +21,21 @@ class LocalBackend(Backend):
     def __init__(self, n_workers: int) -> None:
         self.n_workers = n_workers
         self.local_workers = range(n_workers)
-        self._out: dict[int, np.ndarray] = {}
+        self._out: dict[tuple[int, np.dtype], np.ndarray] = {}
 
-    def _buffer(self, m: int) -> np.ndarray:
-        buf = self._out.get(m)
+    def _buffer(self, m: int, dtype: np.dtype) -> np.ndarray:
+        buf = self._out.get((m, dtype))
         if buf is None:
-            buf = self._out[m] = np.empty(m)
+            buf = self._out[(m, dtype)] = np.empty(m, dtype=dtype)
         return buf
 
     def mean(self, rows: np.ndarray) -> np.ndarray:
-        out = ordered_sum(rows, self._buffer(rows.shape[1]))
+        out = ordered_sum(rows, self._buffer(rows.shape[1], rows.dtype))
         out /= self.n_workers
         return out
 
     def sum(self, rows: np.ndarray) -> np.ndarray:
-        return ordered_sum(np.ascontiguousarray(rows), np.empty(rows.shape[1]))
+        return ordered_sum(np.ascontiguousarray(rows), np.empty(rows.shape[1], dtype=rows.dtype))
 
     def agree(self, error: str | None) -> list[tuple[int, str]]:
         return [] if error is None else [(0, error)]

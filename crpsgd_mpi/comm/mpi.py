@@ -56,8 +56,8 @@ class MPIBackend(Backend):
         self.reduction = reduction
         self.poll_sleep, self.max_sleep = poll_sleep, max_sleep
         self.spin_seconds = 0.0  # until this host's ranks are counted
-        self._gather: dict[int, np.ndarray] = {}
-        self._out: dict[int, np.ndarray] = {}
+        self._gather: dict[tuple[int, np.dtype], np.ndarray] = {}
+        self._out: dict[tuple[int, np.dtype], np.ndarray] = {}
         self._blocking_wait = MPI.get_vendor()[0] == "Open MPI"
         self.heartbeat = Heartbeat()
         self.supervisor = Supervisor(MPI.COMM_WORLD.Dup(), self.abort, self.heartbeat, stall_timeout)
@@ -90,15 +90,18 @@ class MPIBackend(Backend):
         hb.last_progress = time.monotonic()
         hb.waiting_since = 0.0
 
-    def _buffers(self, m: int) -> tuple[np.ndarray, np.ndarray]:
-        gather = self._gather.get(m)
+    def _buffers(self, m: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """The gather buffer and the result buffer for rows of m numbers of `dtype` (what travels is the rows' own
+        type: float32 rows move 4 bytes a number)."""
+        key = (m, dtype)
+        gather = self._gather.get(key)
         if gather is None:
-            gather = self._gather[m] = np.empty((self.n_workers, m))
-            self._out[m] = np.empty(m)
-        return gather, self._out[m]
+            gather = self._gather[key] = np.empty((self.n_workers, m), dtype=dtype)
+            self._out[key] = np.empty(m, dtype=dtype)
+        return gather, self._out[key]
 
     def _ordered_sum(self, rows: np.ndarray) -> np.ndarray:
-        gather, out = self._buffers(rows.shape[1])
+        gather, out = self._buffers(rows.shape[1], rows.dtype)
         gather[self.rank] = rows[0]
         self._wait(self.comm.Iallgather(self.MPI.IN_PLACE, gather))
         return ordered_sum(gather, out)
@@ -107,7 +110,7 @@ class MPIBackend(Backend):
         if self.reduction == "ordered":
             out = self._ordered_sum(rows)
         else:
-            _, out = self._buffers(rows.shape[1])
+            _, out = self._buffers(rows.shape[1], rows.dtype)
             out[:] = rows[0]
             self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM))
         out /= self.n_workers

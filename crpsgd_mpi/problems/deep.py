@@ -19,7 +19,7 @@ from ..data.images import Cifar10Images, FashionMNISTImages, ImageSource, load_i
 from ..data.loading import shard_bounds
 from ..errors import InputError
 from .base import Problem, register_problem
-from .logreg import make_regularizer
+from .regularizers import make_regularizer
 
 #: Training samples each evaluation covers in all (a fixed, seeded part of every worker's shard): the full
 #: training loss of a network costs a forward pass over the whole set at every evaluation point.

@@ -1,328 +1,233 @@
-"""Logistic regression with labels +-1: stable loss and gradients, regularisers, minibatch kernels."""
+"""Logistic regression with labels +-1 (dense or sparse features, three regularisers) as a problem: `--model logreg`,
+the default and the paper's first experiment."""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-
 import numpy as np
-import scipy.sparse as sp
-from scipy.special import expit
 
+from ..config import Config
+from ..data import Dataset, Shard, load
 from ..memory import aligned_empty, is_aligned
+from ..seeding import Stream, rng_for
+from .base import Problem, Reduce, Smoothness, register_problem
+from .kernels import (
+    dense_minibatch_grads,
+    gathered_minibatch_grad,
+    gram_apply,
+    loss_grad_sums,
+    one_blas_thread,
+    sparse_minibatch_grad,
+    stacked_gram_apply,
+    stacked_loss_grad_sums,
+    uses_blas,
+)
+from .regularizers import make_regularizer
 
-Matrix = np.ndarray | sp.csr_matrix
-
-
-class Regularizer(ABC):
-    """r(x), added to the data loss; its gradient is exact and costs no SFO."""
-
-    name: str
-    lam: float
-    convex: bool
-
-    @abstractmethod
-    def value(self, x: np.ndarray) -> float:
-        """r(x)."""
-
-    @abstractmethod
-    def add_grad(self, x: np.ndarray, out: np.ndarray) -> None:
-        """out += grad r(x), row-wise if x is 2-D."""
-
-    @abstractmethod
-    def curvature_bound(self) -> float:
-        """An upper bound on the spectral norm of the Hessian of r."""
+#: Bytes of gathered batch rows per kernel call on the einsum path (workers are taken in chunks of about this
+#: much, so the kernel reads what the gather just wrote from cache and memory stays bounded at any N).
+GATHER_BYTES = 1 << 22
+#: Bytes of shards per stacked evaluation step (both einsum passes over a chunk while it is in cache).
+EVAL_BYTES = 1 << 21
 
 
-class NoRegularizer(Regularizer):
-    """r = 0."""
-
-    name, lam, convex = "none", 0.0, True
-
-    def value(self, x: np.ndarray) -> float:
-        return 0.0
-
-    def add_grad(self, x: np.ndarray, out: np.ndarray) -> None:
-        return None
-
-    def curvature_bound(self) -> float:
-        return 0.0
+def optimum_cache_key(cfg: Config, fingerprint: str) -> str:
+    """What f* depends on: the data, the regulariser, lambda, the intercept and the storage."""
+    return f"{fingerprint}|{cfg.regularizer}|{cfg.lam!r}|intercept={cfg.intercept}|{cfg.storage}"
 
 
-class L2(Regularizer):
-    """r = (lam/2) ||x||^2: the objective is then lam-strongly convex, hence PL with mu >= lam."""
+class LogisticRegression(Problem):
+    """f(x) = (1/M) sum_i log(1 + exp(-y_i a_i.x)) + r(x) over the workers' shards.
 
-    name, convex = "l2", True
+    Dense shards live in one array of k slots of `_slot` rows each (a shard of one row fewer than the largest ends
+    with a zero row), so that the in-process backend can run many workers' minibatches and evaluations at once with
+    stacked kernels whose per-worker bits are those of one worker alone (what an MPI rank computes)."""
 
-    def __init__(self, lam: float) -> None:
-        self.lam = lam
+    name = "logreg"
+    dtype = np.dtype(np.float64)
 
-    def value(self, x: np.ndarray) -> float:
-        return 0.5 * self.lam * float(x @ x)
+    def __init__(self, cfg: Config, n_workers: int, workers: range) -> None:
+        self.cfg = cfg
+        self.data: Dataset = load(cfg, n_workers, workers)
+        self.reg = make_regularizer(cfg.regularizer, cfg.lam)
+        self.dim, self.n_samples, self.data_name = self.data.n_features, self.data.n_samples, self.data.name
+        self.shard_sizes = [s.n for s in self.data.shards]
+        self.k = len(self.shard_sizes)
+        if not self.data.sparse:
+            self._X_all, self._y_all, self._slot = _slots(self.data.shards, self.dim)
+            self._offsets = np.asarray([i * self._slot for i in range(self.k)], dtype=np.int64)
+            self._sizes_arr = np.asarray(self.shard_sizes)
+            for shard, off in zip(self.data.shards, self._offsets.tolist()):
+                shard.X, shard.y = self._X_all[off:off + shard.n], self._y_all[off:off + shard.n]
+        self._batch = _BatchBuffers(self.dim, 0, 0)
+        self._rows = np.empty(0, dtype=np.int64)
 
-    def add_grad(self, x: np.ndarray, out: np.ndarray) -> None:
-        out += self.lam * x
+    def initial_point(self) -> np.ndarray:
+        return np.zeros(self.dim)
 
-    def curvature_bound(self) -> float:
-        return self.lam
-
-
-class NonConvex(Regularizer):
-    """r = lam * sum_j x_j^2 / (1 + x_j^2): smooth, non-convex, with |r''| <= 2 lam."""
-
-    name, convex = "nonconvex", False
-
-    def __init__(self, lam: float) -> None:
-        self.lam = lam
-
-    def value(self, x: np.ndarray) -> float:
-        sq = x * x
-        return self.lam * float(np.sum(sq / (1.0 + sq)))
-
-    def add_grad(self, x: np.ndarray, out: np.ndarray) -> None:
-        denom = 1.0 + x * x
-        out += (2.0 * self.lam) * x / (denom * denom)
-
-    def curvature_bound(self) -> float:
-        return 2.0 * self.lam
-
-
-def make_regularizer(name: str, lam: float) -> Regularizer:
-    """The regulariser called `name` ('l2', 'nonconvex', 'none')."""
-    if name == "l2":
-        return L2(lam)
-    if name == "nonconvex":
-        return NonConvex(lam)
-    return NoRegularizer()
-
-
-# ---- dense kernels -------------------------------------------------------------------------------------
-#
-# Two kernels compute the same sums. einsum (small work): its result for a row or a worker does not depend on how
-# many are stacked, on alignment or on threads. Blocked BLAS (large work, >= LARGE_ELEMENTS of X per worker or
-# shard): rows in blocks of block_rows(d) from the top, each block read by one-threaded BLAS from a 64-byte-aligned
-# address (gathered or copied into scratch when it is not already there), both products while the block is in
-# cache, block results summed in block order. Which kernel runs depends only on (rows, d), so an MPI rank and the
-# in-process backend always choose the same one and compute the same bits.
-
-#: Rows x features at which a worker's batch (or a shard) switches from einsum to blocked BLAS.
-LARGE_ELEMENTS = 1 << 17
-#: Target bytes of X in one block: well inside L2, so the second product reads it from cache.
-BLOCK_BYTES = 1 << 19
-
-
-def uses_blas(rows: int, d: int) -> bool:
-    """True when `rows` x `d` of X go to the blocked BLAS kernel (the same rule on every backend)."""
-    return rows * d >= LARGE_ELEMENTS
-
-
-def block_rows(d: int) -> int:
-    """Rows per block of the blocked kernel: a multiple of 8 (so blocks of an aligned array stay aligned)."""
-    return max(8, BLOCK_BYTES // (8 * d) // 8 * 8)
-
-
-class BlockScratch:
-    """Aligned buffers of the blocked kernel for d features: one block of X and y, the model, z and a block
-    gradient. Kept between calls (fresh large buffers page-fault on every call)."""
-
-    def __init__(self, d: int) -> None:
-        self.d, self.rows = d, block_rows(d)
-        self.X = aligned_empty((self.rows, d))
-        self.y = aligned_empty(self.rows)
-        self.z = aligned_empty(self.rows)
-        self.v = aligned_empty(d)
-        self.g = aligned_empty(d)
-
-
-_SCRATCH: dict[int, BlockScratch] = {}
-
-
-def block_scratch(d: int) -> BlockScratch:
-    """This process's scratch for d features (a few MB at most per d)."""
-    s = _SCRATCH.get(d)
-    if s is None:
-        if len(_SCRATCH) >= 4:
-            _SCRATCH.clear()
-        s = _SCRATCH[d] = BlockScratch(d)
-    return s
-
-
-_BLAS: list[object] = []
-
-
-def _blas_libraries() -> object:
-    """threadpoolctl's controller of the loaded BLAS libraries (found once)."""
-    if not _BLAS:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS.append(ThreadpoolController().select(user_api="blas"))
-    return _BLAS[0]
-
-
-@contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """BLAS limited to one thread inside (a threaded gemv may split its sums differently): a no-op when it already
-    runs one (crpsgd_mpi.threads sets that before numpy loads)."""
-    ctl = _blas_libraries()
-    if all(lib.num_threads == 1 for lib in ctl.lib_controllers):  # type: ignore[attr-defined]
-        yield
-        return
-    with ctl.limit(limits=1):  # type: ignore[attr-defined]
-        yield
-
-
-#: Turns z = X_blk v (in place) into the block's coefficients c, given the block's labels; BLAS then adds X_blk^T c.
-Coef = Callable[[np.ndarray, np.ndarray, int], None]
-
-
-def blocked_xtc(X: np.ndarray, y: np.ndarray, v: np.ndarray, coef: Coef, out: np.ndarray,
-                rows: np.ndarray | None = None) -> None:
-    """out = sum over blocks of X_blk^T coef(X_blk v): the blocked BLAS kernel over the rows of X (or X[rows],
-    gathered block by block), blocks summed in order. BLAS reads each block at a 64-byte-aligned address: X's own
-    rows when X is aligned (its blocks then are too: block_rows is a multiple of 8), else a copy (or the gather)
-    in the scratch: the same values at the same alignment either way. Call it under `one_blas_thread`."""
-    n = X.shape[0] if rows is None else rows.size
-    s = block_scratch(X.shape[1])
-    np.copyto(s.v, v)
-    direct = rows is None and is_aligned(X)
-    R = s.rows
-    for lo in range(0, n, R):
-        hi = min(n, lo + R)
-        blk, yb, z = (s.X, s.y, s.z) if hi - lo == R else (s.X[:hi - lo], s.y[:hi - lo], s.z[:hi - lo])
-        if direct:
-            blk, yb = X[lo:hi], y[lo:hi]
-        elif rows is None:
-            np.copyto(blk, X[lo:hi])
-            yb = y[lo:hi]
+    # -- minibatch gradients ----------------------------------------------------------------------------
+    def gradients(self, models: np.ndarray, batches: np.ndarray, out: np.ndarray) -> None:
+        B = batches.shape[1]
+        if self.data.sparse:
+            for i, shard in enumerate(self.data.shards):
+                idx = batches[i]
+                sparse_minibatch_grad(shard.X[idx], shard.y[idx], models[i], out[i])
+        elif uses_blas(B, self.dim):
+            self._blas_gradients(models, batches, out)
         else:
-            X.take(rows[lo:hi], axis=0, out=blk, mode="clip")  # 'raise' would buffer; the indices are valid
-            y.take(rows[lo:hi], out=yb, mode="clip")
-        np.matmul(blk, s.v, out=z)
-        coef(z, yb, lo)
-        np.matmul(z, blk, out=s.g)
-        if lo:
-            np.add(out, s.g, out=out)
-        else:
-            np.copyto(out, s.g)
+            self._einsum_gradients(models, batches, out)
 
+    def _einsum_gradients(self, models: np.ndarray, batches: np.ndarray, out: np.ndarray) -> None:
+        """Small batches: workers in chunks of about GATHER_BYTES, each gathered and passed to one stacked einsum."""
+        B = batches.shape[1]
+        chunk = max(1, min(self.k, GATHER_BYTES // (8 * B * self.dim)))
+        buf = self._batch if (self._batch.batch, self._batch.k) == (B, chunk) else self._resize(B, chunk)
+        for a in range(0, self.k, chunk):
+            b = min(self.k, a + chunk)
+            n = (b - a) * B
+            np.add(batches[a:b], self._offsets[a:b, None], out=buf.idx[:n].reshape(b - a, B))
+            self._X_all.take(buf.idx[:n], axis=0, out=buf.X[:n], mode="clip")  # 'raise' would buffer
+            self._y_all.take(buf.idx[:n], out=buf.y[:n], mode="clip")
+            dense_minibatch_grads(buf.X3[:b - a], buf.y2[:b - a], models[a:b], out[a:b], buf.z[:b - a])
 
-def _minibatch_coef(batch: int) -> Coef:
-    """c = -y expit(-y z) / B, the same operations as the einsum kernel."""
-    def coef(z: np.ndarray, y: np.ndarray, lo: int) -> None:
-        z *= y
-        np.negative(z, out=z)
-        expit(z, out=z)
-        z *= y
-        z *= -1.0 / batch
-    return coef
-
-
-def loss_grad_sums(X: Matrix, y: np.ndarray, x: np.ndarray) -> tuple[float, np.ndarray]:
-    """Sum over the rows of log(1 + exp(-y a.x)) and of its gradient (no regulariser, no 1/M). Dense X: einsum,
-    or blocked BLAS when `uses_blas` (see above); either way the bits do not depend on alignment or threads."""
-    if not isinstance(X, np.ndarray):
-        yz = y * (X @ x)
-        return float(np.sum(np.logaddexp(0.0, -yz))), np.asarray(X.T @ (-y * expit(-yz))).ravel()
-    if not uses_blas(*X.shape):
-        loss, grad = stacked_loss_grad_sums(X[None], y[None], x)
-        return float(loss[0]), grad[0]
-    yz = np.empty(X.shape[0])
-
-    def coef(z: np.ndarray, yb: np.ndarray, lo: int) -> None:
-        z *= yb
-        yz[lo:lo + z.size] = z
-        np.negative(z, out=z)
-        expit(z, out=z)
-        z *= yb
-        np.negative(z, out=z)
-
-    grad = np.empty(X.shape[1])
-    with one_blas_thread():
-        blocked_xtc(X, y, x, coef, grad)
-    return float(np.sum(np.logaddexp(0.0, -yz))), grad
-
-
-def stacked_loss_grad_sums(X3: np.ndarray, y2: np.ndarray, x: np.ndarray,
-                           sizes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """`loss_grad_sums` (einsum kernel) of S dense shards X3 (S, n, d) at once; with `sizes`, shard s is the first
-    sizes[s] rows of X3[s] and the rows after it are zero. The same bits per shard as S separate calls: each row's
-    margin is computed alone, each shard's loss is the pairwise sum over its own rows, and a zero row (with a zero
-    coefficient) adds an exact zero at the end of its shard's gradient sum (einsum accumulates rows in order)."""
-    S, n, d = X3.shape
-    yz = np.einsum("wbj,wj->wb", X3, np.broadcast_to(x, (S, d)))
-    yz *= y2
-    terms = np.logaddexp(0.0, -yz)
-    coef = -y2 * expit(-yz)
-    if sizes is None or bool(np.all(sizes == n)):
-        return np.add.reduce(terms, axis=1), np.einsum("wbj,wb->wj", X3, coef)
-    coef[np.arange(n) >= sizes[:, None]] = 0.0
-    loss = np.empty(S)
-    for m in np.unique(sizes).tolist():
-        sel = np.flatnonzero(sizes == m)
-        loss[sel] = np.add.reduce(terms[sel, :m], axis=1)
-    return loss, np.einsum("wbj,wb->wj", X3, coef)
-
-
-def gram_apply(X: Matrix, v: np.ndarray) -> np.ndarray:
-    """X^T (X v): one step of power iteration on the shard's Gram matrix (unscaled); dense X by the same two
-    kernels as `loss_grad_sums`."""
-    if not isinstance(X, np.ndarray):
-        return np.asarray(X.T @ (X @ v)).ravel()
-    if not uses_blas(*X.shape):
-        return stacked_gram_apply(X[None], v)[0]
-    out = np.empty(X.shape[1])
-    with one_blas_thread():
-        blocked_xtc(X, X[:0, 0], v, _identity_coef, out)
-    return out
-
-
-def _identity_coef(z: np.ndarray, y: np.ndarray, lo: int) -> None:
-    return None
-
-
-def stacked_gram_apply(X3: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """`gram_apply` (einsum kernel) of S dense shards (S, n, d) at once, the same bits per shard (zero padding rows
-    add exact zeros at the end of a shard's sums)."""
-    S, _, d = X3.shape
-    return np.einsum("wbj,wb->wj", X3, np.einsum("wbj,wj->wb", X3, np.broadcast_to(v, (S, d))))
-
-
-def dense_minibatch_grads(Xb: np.ndarray, yb: np.ndarray, models: np.ndarray, out: np.ndarray,
-                          work: np.ndarray | None = None) -> None:
-    """Mean data-gradient of each worker's batch: Xb (k,B,d), yb (k,B), models (k,d) -> out (k,d); `work` (k,B)
-    is scratch space for the einsum kernel.
-
-    Small batches (`uses_blas` false): one einsum over all k workers, whose result for one worker does not depend
-    on how many are stacked with it. Large ones: the blocked BLAS kernel, worker by worker. Either way a worker's
-    bits depend only on its own batch and model: the in-process backend is bit-identical to MPI.
-    """
-    k, B, d = Xb.shape
-    if uses_blas(B, d):
-        coef = _minibatch_coef(B)
+    def _blas_gradients(self, models: np.ndarray, batches: np.ndarray, out: np.ndarray) -> None:
+        """Large batches: worker by worker, gathered block by block into cache by the blocked BLAS kernel."""
+        B = batches.shape[1]
+        if self._rows.size != B:
+            self._rows = np.empty(B, dtype=np.int64)
         with one_blas_thread():
-            for i in range(k):
-                blocked_xtc(Xb[i], yb[i], models[i], coef, out[i])
-        return
-    z = np.einsum("wbj,wj->wb", Xb, models, out=work)
-    z *= yb
-    np.negative(z, out=z)
-    expit(z, out=z)
-    z *= yb
-    z *= -1.0 / B
-    np.einsum("wbj,wb->wj", Xb, z, out=out)
+            for i in range(self.k):
+                np.add(batches[i], self._offsets[i], out=self._rows)
+                gathered_minibatch_grad(self._X_all, self._y_all, self._rows, models[i], out[i])
+
+    def _resize(self, batch: int, chunk: int) -> _BatchBuffers:
+        self._batch = _BatchBuffers(self.dim, batch, chunk, self._batch)
+        return self._batch
+
+    # -- evaluations -----------------------------------------------------------------------------------
+    def loss_sums(self, x: np.ndarray, with_gradient: bool) -> np.ndarray:
+        rows = np.empty((self.k, self.dim + 1))
+        for a, b in self._shard_chunks():
+            if b - a == 1:
+                rows[a, 0], rows[a, 1:] = loss_grad_sums(self.data.shards[a].X, self.data.shards[a].y, x)
+            else:
+                X3 = self._X_all[a * self._slot:b * self._slot].reshape(b - a, self._slot, self.dim)
+                y2 = self._y_all[a * self._slot:b * self._slot].reshape(b - a, self._slot)
+                rows[a:b, 0], rows[a:b, 1:] = stacked_loss_grad_sums(X3, y2, x, self._sizes_arr[a:b])
+        return rows if with_gradient else rows[:, :1].copy()
+
+    def regularizer(self, x: np.ndarray) -> float:
+        return self.reg.value(x)
+
+    def add_regularizer_grad(self, x: np.ndarray, out: np.ndarray) -> None:
+        self.reg.add_grad(x, out)
+
+    def smoothness(self, reduce: Reduce, seed: int) -> Smoothness:
+        """L <= lambda_max(A^T A)/(4M) + (the regulariser's curvature bound), lambda_max by power iteration over all
+        shards (every process in step: each product is one ordered reduction)."""
+        top, iterations, converged = self._gram_top_eigenvalue(reduce, seed)
+        return Smoothness(top / 4.0 + self.reg.curvature_bound(), "power iteration", converged,
+                          {"iterations": float(iterations)})
+
+    def _gram_top_eigenvalue(self, reduce: Reduce, seed: int, iterations: int = 200,
+                             rtol: float = 1e-7) -> tuple[float, int, bool]:
+        v = rng_for(seed, Stream.POWER_ITERATION).standard_normal(self.dim)
+        v /= np.linalg.norm(v)
+        lam = 0.0
+        rows = np.empty((self.k, self.dim))
+        chunks = self._shard_chunks()
+        for it in range(1, iterations + 1):
+            for a, b in chunks:
+                if b - a == 1:
+                    rows[a] = gram_apply(self.data.shards[a].X, v)
+                else:
+                    X3 = self._X_all[a * self._slot:b * self._slot].reshape(b - a, self._slot, self.dim)
+                    rows[a:b] = stacked_gram_apply(X3, v)
+            w = reduce(rows) / self.n_samples
+            new = float(np.linalg.norm(w))
+            if new == 0.0:
+                return 0.0, it, True
+            v = w / new
+            if abs(new - lam) <= rtol * new:
+                return new, it, True
+            lam = new
+        return lam, iterations, False
+
+    def _shard_chunks(self) -> list[tuple[int, int]]:
+        """Consecutive shard ranges for evaluation: single shards where a shard goes to the blocked kernel (or is
+        sparse, or d = 1), else runs of about EVAL_BYTES evaluated together by the stacked einsum kernel."""
+        if self.data.sparse or self.dim == 1 or uses_blas(self._slot, self.dim):
+            return [(i, i + 1) for i in range(self.k)]
+        per = max(1, EVAL_BYTES // (8 * self._slot * self.dim))
+        return [(a, min(self.k, a + per)) for a in range(0, self.k, per)]
+
+    def optimum_key(self) -> str | None:
+        return optimum_cache_key(self.cfg, self.data.fingerprint) if self.reg.name == "l2" else None
+
+    def describe(self) -> str:
+        return f"{self.data_name} ({self.n_samples} x {self.dim}, {self.reg.name} lam={self.cfg.lam:g})"
 
 
-def gathered_minibatch_grad(X: np.ndarray, y: np.ndarray, rows: np.ndarray, model: np.ndarray,
-                            out: np.ndarray) -> None:
-    """Mean data-gradient of the batch X[rows], y[rows] (blocked BLAS kernel, `uses_blas` true) into out (d,),
-    gathering block by block into cache: the bits of `dense_minibatch_grads` on the gathered batch."""
-    with one_blas_thread():
-        blocked_xtc(X, y, model, _minibatch_coef(rows.size), out, rows)
+@register_problem("logreg")
+def _logreg(cfg: Config, n_workers: int, workers: range) -> Problem:
+    """Logistic regression, labels +-1 (--regularizer l2 | nonconvex | none, --lam; the default)."""
+    return LogisticRegression(cfg, n_workers, workers)
 
 
-def sparse_minibatch_grad(Xb: sp.csr_matrix, yb: np.ndarray, model: np.ndarray, out: np.ndarray) -> None:
-    """Mean data-gradient of one worker's sparse batch Xb (B,d) into out (d,)."""
-    yz = yb * (Xb @ model)
-    coef = (-1.0 / yb.size) * yb * expit(-yz)
-    out[:] = Xb.T @ coef
+def _slots(shards: list[Shard], d: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """All dense shards in one (k * slot, d) array, shard i in rows i*slot..; zero rows pad the shorter ones. slot
+    is the largest shard, rounded up to a multiple of 8 when shards go to the blocked BLAS kernel, so that in an
+    aligned array every shard starts on a 64-byte boundary (BLAS then reads it in place, not block by block through
+    a copy). Shards that already lie so (one shard; equal shards loaded as one matrix) are not copied."""
+    slot = max(s.n for s in shards)
+    large = len(shards) > 1 and uses_blas(slot, d)
+    if large:
+        slot = -(-slot // 8) * 8
+    X = _consecutive([s.X for s in shards], slot)
+    y = _consecutive([s.y for s in shards], slot)
+    if X is not None and y is not None and not (large and not is_aligned(X)):
+        return X, y, slot
+    X, y = aligned_empty((slot * len(shards), d)), np.ones(slot * len(shards))
+    for i, s in enumerate(shards):
+        X[i * slot:i * slot + s.n] = s.X
+        X[i * slot + s.n:(i + 1) * slot] = 0.0
+        y[i * slot:i * slot + s.n] = s.y
+    return X, y, slot
+
+
+def _consecutive(parts: list[np.ndarray], rows: int) -> np.ndarray | None:
+    """The parts as one array (a view, no copy) when each has `rows` rows and they lie one after another in one
+    C-contiguous buffer (or there is one part), else None."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    base = first.base
+    if not isinstance(base, np.ndarray) or not base.flags.c_contiguous or not first.flags.c_contiguous:
+        return None
+    shape, step, addr = (rows, *first.shape[1:]), first.strides[0], first.ctypes.data
+    for i, part in enumerate(parts):
+        if part.base is not base or part.shape != shape or part.ctypes.data != addr + i * rows * step:
+            return None
+    offset = addr - base.ctypes.data
+    if offset < 0 or offset + len(parts) * rows * step > base.nbytes:
+        return None
+    return np.ndarray((len(parts) * rows, *first.shape[1:]), dtype=first.dtype, buffer=base, offset=offset,
+                      strides=first.strides)
+
+
+class _BatchBuffers:
+    """Preallocated gather buffers and their views for `k` workers' batches of one size (storage grows, never
+    shrinks)."""
+
+    def __init__(self, d: int, batch: int, k: int, previous: _BatchBuffers | None = None) -> None:
+        n = k * batch
+        if previous is not None and previous._Xs.shape[0] >= n:
+            Xs, idxs, ys = previous._Xs, previous._idxs, previous._ys
+        else:  # grow geometrically: a growing batch schedule reallocates O(log B) times
+            cap = max(n, 2 * previous._Xs.shape[0]) if previous is not None else n
+            Xs, idxs, ys = np.empty((cap, d)), np.empty(cap, dtype=np.int64), np.empty(cap)
+        self._Xs, self._idxs, self._ys = Xs, idxs, ys
+        self.batch, self.k = batch, k
+        self.idx, self.X, self.y = idxs[:n], Xs[:n], ys[:n]
+        self.X3 = self.X.reshape(k, batch, d)
+        self.y2 = self.y.reshape(k, batch)
+        self.z = np.empty((k, batch))
