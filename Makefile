@@ -15,6 +15,9 @@ ACTIVATE := . $(VENV)/bin/activate &&
 NP     ?= 10
 STAMP  := $(VENV)/.installed-$(shell cat setup.cfg setup.py crpsgd_mpi/mpienv.py | cksum | cut -d' ' -f1)
 RUN_ARGS ?=
+# The networks' extra: this machine has the CPU build of torch 2.13.0 on disk; an unpinned torch would download the
+# newest release with gigabytes of CUDA libraries (see README, "Deep networks").
+TORCH  ?= torch==2.13.0
 
 .PHONY: help install data run test test-mpi lint figures experiments bench clean
 
@@ -30,7 +33,8 @@ help:
 $(STAMP): setup.cfg setup.py crpsgd_mpi/mpienv.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[$(MPI),test,lint]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[$(MPI),test,lint,torch]' --config-settings editable_mode=compat
 	$(BIN)/python -m crpsgd_mpi.configure_mpi
 	rm -f $(VENV)/.installed-*
 	touch $@

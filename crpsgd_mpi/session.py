@@ -61,6 +61,8 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
             inputs = [*input_files(cfg), *([config_file] if config_file else [])]
             out = check_output_path(cfg.out or default_out(cfg, backend.n_workers), cfg.overwrite, inputs)
         problem = PROBLEMS.get(cfg.model)(cfg, backend.n_workers, backend.local_workers)
+        if not problem.estimates_smoothness:  # the step sizes cannot be derived: they must all be given
+            algorithm.create(Setting(cfg, backend.n_workers, None))
     except InputError as exc:
         error = exc
     agreed = backend.agree(None if error is None else encode_error(error))

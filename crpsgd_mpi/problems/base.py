@@ -49,6 +49,8 @@ class Problem(ABC):
     #: False when the full gradient over the training set costs too much to evaluate (networks): evaluations then
     #: record the loss only, and ||grad f||^2 as NaN.
     evaluates_gradient: bool = True
+    #: False when `smoothness` returns None: every step size must then be given (checked before the run).
+    estimates_smoothness: bool = True
 
     @abstractmethod
     def initial_point(self) -> np.ndarray:

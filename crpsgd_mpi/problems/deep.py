@@ -43,6 +43,7 @@ class NetProblem(Problem):
 
     dtype = np.dtype(np.float32)
     evaluates_gradient = False
+    estimates_smoothness = False
 
     def __init__(self, cfg: Config, n_workers: int, workers: range, name: str,
                  build: Callable[[int, int, int], object]) -> None:
@@ -109,7 +110,7 @@ class NetProblem(Problem):
     def describe(self) -> str:
         c, h, w = self.shards.shape
         reg = f"{self.reg.name} lam={self.reg.lam:g}" if self.reg.name != "none" else "no regulariser"
-        return (f"{self.name} on {self.data_name} ({self.n_samples} images {c}x{h}x{w}, {self.dim} parameters, "
+        return (f"{self.data_name} with {self.name} ({self.n_samples} images {c}x{h}x{w}, {self.dim} parameters, "
                 f"{reg})")
 
 
