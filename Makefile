@@ -19,7 +19,7 @@ RUN_ARGS ?=
 # newest release with gigabytes of CUDA libraries (see README, "Deep networks").
 TORCH  ?= torch==2.13.0
 
-.PHONY: help install data run test test-mpi lint figures experiments bench clean
+.PHONY: help install data run test test-mpi lint figures figures-deep experiments bench clean
 
 help:
 	@echo "make run      default experiment: mpiexec -n $(NP) python -m crpsgd_mpi.run (NP=..., RUN_ARGS=...)"
@@ -27,6 +27,7 @@ help:
 	@echo "make test-mpi only the multi-rank tests (pytest -m mpi); CI runs them again with MPI=mpich"
 	@echo "make install  virtual environment $(VENV) with the package, the $(MPI) wheel and test tools, MPI configured"
 	@echo "make figures  run every experiment family without a complete trace, then draw figures/ and the table"
+	@echo "make figures-deep  the second experiment: ResNet20 on Fashion-MNIST, N = 8 (about 20 minutes)"
 	@echo "make bench    performance ratios (kernel vs DRAM read, simulator vs raw mpi4py loop, local vs MPI, schedule cost vs rho)"
 	@echo "make lint     ruff"
 
@@ -67,6 +68,13 @@ experiments: $(STAMP) data
 
 figures: experiments
 	MPLBACKEND=Agg $(BIN)/python -m crpsgd_mpi.figures --results results --experiments experiments --out figures
+
+# The paper's second experiment: ResNet20 on Fashion-MNIST, N = 8 (about 20 minutes here; GRID=1 also reruns the
+# step-size grid, about 15 more). Resumable like the other families; not part of `make figures` or `make test`.
+figures-deep: $(STAMP) data
+	$(ACTIVATE) python experiments/driver.py --results results-deep experiments/deep/resnet20_fmnist.toml \
+		$(if $(GRID),experiments/deep/resnet20_fmnist_grid.toml)
+	MPLBACKEND=Agg $(BIN)/python -m crpsgd_mpi.figures --results results-deep --experiments experiments/deep --out figures
 
 # Benchmarks are not tests: ratios measured in one run, printed and written to bench.json.
 bench: $(STAMP)

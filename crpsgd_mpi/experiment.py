@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from .config import Config
 from .errors import InputError
 from .launch import run_job
@@ -67,16 +65,18 @@ class Family:
 
 
 def load_family(path: Path) -> Family:
-    """Parse and validate a family file (each run's config is validated now, not mid-sweep)."""
-    with path.open("rb") as fh:
-        raw = tomllib.load(fh)
+    """Parse and validate a family file (each run's config is validated now, not mid-sweep); read as safely as a
+    config file (a regular UTF-8 file of bounded size), every fault one InputError naming the file."""
+    raw = Config.read_toml(path)
     try:
         fam = Family(name=path.stem, study=raw["study"], title=raw.get("title", path.stem),
                      epsilon=raw.get("epsilon"), seeds=list(raw.get("seeds", [0])), base=dict(raw.get("base", {})),
                      runs={k: dict(v) for k, v in raw["runs"].items()},
                      sweep_workers=list(raw.get("sweep", {}).get("workers", [])))
     except KeyError as exc:
-        raise InputError(str(path), exc.args[0], "missing key in family file") from None
+        raise InputError("family", str(path), f"missing key {exc.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InputError("family", str(path), f"not a family file ({type(exc).__name__}: {exc})") from None
     for label, overrides in fam.runs.items():
         Config.from_mapping({**fam.base, **overrides}, source=f"{path}:{label}")
     return fam

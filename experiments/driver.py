@@ -9,7 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from crpsgd_mpi.errors import InputError
 from crpsgd_mpi.experiment import default_jobs, run_families
+from crpsgd_mpi.outcome import say
 
 HERE = Path(__file__).resolve().parent
 
@@ -28,7 +30,11 @@ def main() -> int:
         p.error("--jobs must be >= 1")
     jobs = ns.jobs if ns.jobs is not None else (1 if ns.mpi else default_jobs())
     families = ns.families or sorted(f for f in HERE.glob("*.toml") if f.stem != "example")
-    failed = run_families(families, ns.results, ns.mpi, jobs=jobs)
+    try:
+        failed = run_families(families, ns.results, ns.mpi, jobs=jobs)
+    except InputError as exc:
+        say(f"driver: error: {exc}")
+        return 2
     return 1 if failed else 0
 
 

@@ -150,7 +150,7 @@ def staircase_figure(name: str, series: dict[str, Trace], out: Path, stages: int
     """Batch size per round for CR-PSGD and the first `stages` Catalyst stages (boundaries marked)."""
     fig, axes = plt.subplots(1, len(series), figsize=(6 * len(series), 4.2), squeeze=False)
     for ax, (label, tr) in zip(axes[0], series.items()):
-        r, b, st = tr.rounds["round"], tr.rounds["batch_size"], tr.rounds["stage"]
+        r, b, st = (tr.rounds[c].to_numpy() for c in ("round", "batch_size", "stage"))
         if st.max() > 0:
             keep = st <= stages
             r, b, st = r[keep], b[keep], st[keep]
