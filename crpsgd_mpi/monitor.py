@@ -21,12 +21,13 @@ class Monitor:
 
     def __init__(self, workers: Workers, ledger: Ledger, plan: EvalPlan, writer: TraceWriter | None,
                  f_star: float | None, fault: tuple[int, int] | None = None, progress: Progress | None = None,
-                 flush_rows: int = 4096, flush_seconds: float = 2.0) -> None:
+                 flush_rows: int = 1 << 20, flush_seconds: float = 2.0) -> None:
         self.workers, self.ledger, self.plan, self.writer = workers, ledger, plan, writer
         self.f_star = f_star
         self.progress = progress
         self.fault = fault if fault is not None and fault[0] in workers.backend.local_workers else None
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
+        self._min_flush_seconds = flush_seconds
         self._last_flush = time.monotonic()
         self._last_eval: tuple[int, int, float, float, float, float, float] | None = None
         self.last_test: tuple[float, float] | None = None
@@ -70,7 +71,6 @@ class Monitor:
             raise Diverged(f"objective not finite after round {self.ledger.rounds}")
         if self.progress is not None:
             self.progress.evaluated(loss)
-        self.flush()
         return loss, gn
 
     def flush(self) -> None:
@@ -93,4 +93,8 @@ class Monitor:
             self.writer.append_groups(groups)  # one open of the file; rounds first
         self._rows, self._evals = [], []
         self._last_flush = time.monotonic()
-        self.ledger.exclude(time.perf_counter() - t0)  # trace I/O is instrumentation, not algorithm time
+        spent = time.perf_counter() - t0
+        # every write copies the trace (see TraceWriter): a long trace is written less often, so that writing never
+        # takes more than a twentieth of the run
+        self.flush_seconds = max(self._min_flush_seconds, 20 * spent)
+        self.ledger.exclude(spent)  # trace I/O is instrumentation, not algorithm time

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,9 +78,10 @@ def check_output_path(path: str | Path, overwrite: bool, inputs: Sequence[str | 
 
 class TraceWriter:
     """Creates the file with status 'running' (atomically: built under a temporary name, then moved into place;
-    exclusively unless `overwrite`); every append opens, writes and closes it, so the file on disk is always
-    complete and readable, and a run that dies keeps every appended row. Before each write it checks that the
-    file is still its own and that the disk has room; any failure is one TraceWriteError naming the path."""
+    exclusively unless `overwrite`); every later change (appended rows, a checkpoint, the final status) is made to
+    a copy that then replaces the file, so the file on disk is always one whole, readable version, a run killed at
+    any instant keeps every row it had written, and readers never block the run. Before each change it checks
+    that the file is still its own and that the disk has room; any failure is one TraceWriteError naming the path."""
 
     def __init__(self, path: str | Path, attrs: Mapping[str, Any], overwrite: bool = False) -> None:
         self.path = Path(path)
@@ -90,15 +94,16 @@ class TraceWriter:
         try:
             self._free(tmp, 4 * CHUNK * 8 * (len(ROUND_COLUMNS) + len(EVAL_COLUMNS)))
             self._guarded(lambda: self._create(tmp, attrs))
-            if not overwrite:  # reserve the name: a second run racing for the same --out is refused
-                try:
-                    os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-                except FileExistsError:
-                    raise InputError("out", str(self.path), "exists (another run created it meanwhile)") from None
-            os.replace(tmp, self.path)
+            with _folder_locked(self.path.parent):
+                if not overwrite:  # reserve the name: a second run racing for the same --out is refused
+                    try:
+                        os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                    except FileExistsError:
+                        raise InputError("out", str(self.path), "exists (another run created it meanwhile)") from None
+                os.replace(tmp, self.path)
+                st = os.stat(self.path)
         finally:
             tmp.unlink(missing_ok=True)
-        st = os.stat(self.path)
         self._identity = (st.st_dev, st.st_ino)
 
     @staticmethod
@@ -153,26 +158,71 @@ class TraceWriter:
                     errno_text = f"another process held the file locked for {patience:g} s"
                 raise TraceWriteError(self.path, errno_text or f"{type(exc).__name__}: {exc}") from None
 
+    def _edit(self, edit: Callable[[h5py.File], None], need: int, margin: int | None = None,
+              durable: bool = False) -> None:
+        """Change the trace without ever leaving it half-written: copy it to a temporary file in its folder, apply
+        `edit` to the copy, (with `durable`, flush it to the disk), and move it into place. A process killed at any
+        instant leaves the old trace or the new one; a reader always opens a whole file."""
+        with self._lock:
+            self._own()
+            self._free(self.path, self.path.stat().st_size + need, self._margin if margin is None else margin)
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".writing", dir=self.path.parent)
+            os.fchmod(fd, 0o666 & ~_umask())
+            os.close(fd)
+            tmp = Path(name)
+            try:
+                def write() -> None:
+                    shutil.copyfile(self.path, tmp)
+                    with h5py.File(tmp, "r+") as f:
+                        edit(f)
+                    if durable:
+                        _fsync(tmp)
+
+                self._guarded(write)
+                with _folder_locked(self.path.parent):  # no other run can replace the file between check and move
+                    self._own()
+                    os.replace(tmp, self.path)
+                    st = os.stat(self.path)
+                self._identity = (st.st_dev, st.st_ino)
+                if durable:
+                    _fsync(self.path.parent)
+            finally:
+                tmp.unlink(missing_ok=True)
+
     def append(self, group: str, columns: Mapping[str, np.ndarray]) -> None:
         """Append equal-length columns to `group` ('rounds' or 'evals')."""
         self.append_groups({group: columns})
 
-    def append_groups(self, groups: Mapping[str, Mapping[str, np.ndarray]]) -> None:
-        """Append to several groups, in the given order, opening the file once (an open costs milliseconds)."""
+    def append_groups(self, groups: Mapping[str, Mapping[str, np.ndarray]],
+                      checkpoint: Callable[[h5py.Group], None] | None = None) -> None:
+        """Append to several groups, in the given order, in one write; with `checkpoint`, also replace the trace's
+        checkpoint (written by that function into a fresh group) in that same write, made durable: a checkpoint is
+        never ahead of or behind the rows it matches."""
         todo = {g: cols for g, cols in groups.items() if len(next(iter(cols.values()))) > 0}
-        if not todo:
+        if not todo and checkpoint is None:
             return
         need = sum(2 * len(next(iter(cols.values()))) * 8 * len(cols) for cols in todo.values())
 
-        def write() -> None:
-            with h5py.File(self.path, "r+") as f:
-                for group, columns in todo.items():
-                    _append(f[group], columns)
+        def edit(f: h5py.File) -> None:
+            for group, columns in todo.items():
+                _append(f[group], columns)
+            if checkpoint is not None:
+                if "checkpoint" in f:
+                    del f["checkpoint"]
+                checkpoint(f.create_group("checkpoint"))
 
-        with self._lock:
-            self._own()
-            self._free(self.path, need, self._margin)
-            self._guarded(write)
+        self._edit(edit, need, durable=checkpoint is not None)
+
+    def truncate(self, rounds: int, evals: int) -> None:
+        """Keep the first `rounds` round rows and `evals` evaluation rows (a resume drops what came after its
+        checkpoint; the run will write those rows again, the same)."""
+        def edit(f: h5py.File) -> None:
+            for group, n in (("rounds", rounds), ("evals", evals)):
+                for ds in f[group].values():
+                    ds.resize((min(n, ds.shape[0]),))
+            f.attrs["status"] = "running"
+
+        self._edit(edit, 0, durable=True)
 
     def last_words(self) -> None:
         """The run is ending (perhaps for lack of space): from now on keep only the smaller margin, so that the last
@@ -184,26 +234,22 @@ class TraceWriter:
         if status not in STATUSES:
             raise ValueError(status)
 
-        def write() -> None:
-            with h5py.File(self.path, "r+") as f:
-                if x is not None:
-                    g = f.require_group("final")
-                    if "x" in g:
-                        del g["x"]
-                    g.create_dataset("x", data=np.asarray(x))
-                for key, value in extra.items():
-                    f.attrs[key] = value
-                f.attrs["status"] = status
+        def edit(f: h5py.File) -> None:
+            if x is not None:
+                g = f.require_group("final")
+                if "x" in g:
+                    del g["x"]
+                g.create_dataset("x", data=np.asarray(x))
+            for key, value in extra.items():
+                f.attrs[key] = value
+            f.attrs["status"] = status
 
-        with self._lock:
-            self._own()
-            self._free(self.path, 0 if x is None else 2 * np.asarray(x).nbytes, margin=DISK_MARGIN // 4)
-            self._guarded(write)
+        self._edit(edit, 0 if x is None else 2 * np.asarray(x).nbytes, margin=DISK_MARGIN // 4, durable=True)
 
     def abandon(self) -> Path | None:
         """The trace cannot be finished: move it to a name no one takes for a result (`<name>.partial`); None if it
         is not ours any more."""
-        with self._lock:
+        with self._lock, _folder_locked(self.path.parent):
             try:
                 self._own()
             except TraceWriteError:
@@ -216,8 +262,35 @@ class TraceWriter:
             return partial
 
 
+@contextmanager
+def _folder_locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the trace's folder for the microseconds of a check-and-move (every TraceWriter
+    moves files into place under it). File systems that cannot lock a folder (some NFS) go without."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def _locked_by_a_reader(exc: BaseException) -> bool:
     return isinstance(exc, BlockingIOError) or "unable to lock file" in str(exc).lower()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
