@@ -159,7 +159,7 @@ class Run:
         ledger = Ledger()
         workers = Workers(self.backend, problem, cfg.seed, ledger)
         x0 = problem.initial_point()
-        smooth = smoothness(workers, cfg.seed)
+        smooth = smoothness(workers)
         L = smooth.L if smooth is not None else None
         key = problem.optimum_key()
         f_star = cached_optimum(workers, x0, key) if key is not None else None
@@ -167,6 +167,9 @@ class Run:
         constants = {"L": L, **algorithm.constants()}
         if smooth is not None:
             constants.update(L_method=smooth.method, L_converged=smooth.converged, **smooth.details)
+            if not smooth.converged and self.backend.is_root:
+                say(f"crpsgd_mpi: note: the estimate of L ({smooth.method}) did not converge; it is used as it is "
+                    f"(L = {smooth.L:.8g}) and the trace says so (L_converged false)")
         if self.p.out is not None:
             with self._trace_lock, signals.deferred_signals():  # a trace that exists can be marked, whoever ends it
                 if self.backend.ending():

@@ -8,9 +8,9 @@ from .problems.base import Smoothness
 from .workers import Workers
 
 
-def smoothness(workers: Workers, seed: int) -> Smoothness | None:
+def smoothness(workers: Workers) -> Smoothness | None:
     """The problem's estimate of L, computed collectively over every worker's shard; None if it has none."""
-    return workers.problem.smoothness(workers.backend.sum, seed)
+    return workers.problem.smoothness(workers.backend.sum)
 
 
 def optimum(workers: Workers, x0: np.ndarray) -> float:

@@ -82,9 +82,9 @@ class Problem(ABC):
         """out += grad r(x), row-wise if x is 2-D; default nothing."""
         return None
 
-    def smoothness(self, reduce: Reduce, seed: int) -> Smoothness | None:
-        """An estimate of L of f, computed collectively with `reduce`; None when the problem has none (then every
-        step size must be given)."""
+    def smoothness(self, reduce: Reduce) -> Smoothness | None:
+        """An estimate of L of f, computed collectively with `reduce` (the same on every process, and for every
+        seed); None when the problem has none (then every step size must be given)."""
         return None
 
     def test_sums(self, x: np.ndarray) -> np.ndarray | None:
