@@ -3,6 +3,7 @@ over `execute`, which is what `simulate` runs too."""
 
 from __future__ import annotations
 
+import pickle
 import signal
 import tempfile
 import threading
@@ -12,15 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from . import signals
-from .comm import launched_by_mpi, make_backend
+from .comm import Backend, launched_by_mpi, make_backend
 from .config import Config
 from .errors import InputError, RunDiverged, RunFailed, RunInterrupted
-from .outcome import say, show
+from .outcome import EXIT_DIVERGED, EXIT_OK, say, show
 from .registry import load_plugins
+from .resume import ResumePoint, read_resume_point, resumed_config
 from .session import Outcome, Run, decode_error, encode_error, interactive, prepare, summary
 from .trace import Trace, load_trace
 
-__all__ = ["config_from", "execute", "load_trace", "simulate"]
+__all__ = ["config_from", "execute", "execute_resume", "load_trace", "resume", "simulate"]
 
 
 def config_from(options: Mapping[str, Any], config_file: str | Path | None = None) -> Config:
@@ -78,6 +80,90 @@ def execute(cfg: Config, print_summary: bool = False, config_file: str | Path | 
     if print_summary and outcome.status == "complete" and backend.is_root and not cfg.quiet:
         show(summary(cfg, outcome, backend.n_workers, backend.name))
     return outcome
+
+
+def execute_resume(path: str | Path, options: Mapping[str, Any], print_summary: bool = False,
+                   say_errors: bool = False) -> Outcome:
+    """Go on with the run recorded in the trace `path` from its last checkpoint (from the start when it has none),
+    on this backend, with `options` (only those that do not change the run's numbers may differ from the recorded
+    ones). A complete trace is left as it is (exit status 0), a diverged one too (3). Bad input as for `execute`."""
+    given = {k.replace("-", "_"): v for k, v in options.items()}
+    load_plugins(given.get("plugin", ()))
+    backend: Backend | None = None
+    try:
+        if launched_by_mpi() and given.get("backend", "auto") != "local":
+            backend = make_backend("mpi", None, "ordered", float(given.get("stall_timeout", 0.0)))
+            point, cfg = _shared_resume_point(backend, path, given)
+            backend.reduction = cfg.reduction  # type: ignore[attr-defined]
+        else:
+            point = read_resume_point(path)
+            cfg = resumed_config(point, given)
+            backend = make_backend(cfg.backend, cfg.workers, cfg.reduction, cfg.stall_timeout)
+        if backend.n_workers != point.n_workers:
+            raise InputError("resume", str(path), f"was run by {point.n_workers} workers: resume it with as many (this "
+                                                  f"job has {backend.n_workers} MPI ranks)")
+        ended = _ended(point)
+        if ended is not None:
+            if backend.is_root and not cfg.quiet:
+                say(f"crpsgd_mpi: {ended.message}")
+            backend.close()
+            return ended
+        prepared = prepare(cfg, backend, None, resume=point)
+    except InputError as exc:
+        if say_errors:
+            _say_input_error(exc, backend.is_root if backend is not None else True)
+        if backend is not None:
+            backend.close()
+        raise
+    if backend.is_root and not cfg.quiet:
+        where = f"round {point.rounds}" if point.checkpoint is not None else "the start (it has no checkpoint yet)"
+        say(f"crpsgd_mpi: resuming {point.path} ({point.status}) from {where}")
+    outcome = Run(prepared, progress=not cfg.quiet and interactive()).execute()
+    if print_summary and outcome.status == "complete" and backend.is_root and not cfg.quiet:
+        show(summary(cfg, outcome, backend.n_workers, backend.name))
+    return outcome
+
+
+def _shared_resume_point(backend: Backend, path: str | Path, given: dict[str, Any]) -> tuple[ResumePoint, Config]:
+    """Rank 0 reads the trace (other hosts may not see it); every rank learns the point, or the error."""
+    error: InputError | None = None
+    point: ResumePoint | None = None
+    if backend.is_root:
+        try:
+            point = read_resume_point(path)
+            resumed_config(point, given)
+        except InputError as exc:
+            error = exc
+    agreed = backend.agree(None if error is None else encode_error(error))
+    if agreed:
+        raise error if error is not None else decode_error(*agreed[0])
+    point = pickle.loads(backend.share(pickle.dumps(point) if backend.is_root else None))
+    assert point is not None
+    return point, resumed_config(point, given)
+
+
+def _ended(point: ResumePoint) -> Outcome | None:
+    """The outcome of resuming a run that has already ended for good (None: it can go on)."""
+    if point.status == "complete":
+        return Outcome("complete", EXIT_OK, point.path, f"{point.path} is complete: nothing to resume")
+    if point.status == "diverged":
+        return Outcome("diverged", EXIT_DIVERGED, point.path, f"{point.path} diverged: resuming would diverge again "
+                                                              "(start a new run with a lower --gamma)")
+    return None
+
+
+def resume(path: str | Path, **options: Any) -> Trace | None:
+    """Go on with the run recorded in the trace `path` (see `execute_resume`) and return the trace, as `simulate`
+    does. Options that change the run's numbers are refused (InputError); `backend`, `workers` (the same N),
+    `checkpoint_every`, `stall_timeout`, `quiet`, `plugin`, `fault` may be given.
+
+    >>> trace = resume("runs/long.h5", quiet=True)  # doctest: +SKIP
+    """
+    options = {k.replace("-", "_"): v for k, v in options.items()}
+    options.setdefault("backend", "auto" if launched_by_mpi() else "local")
+    with _signals_for_the_run():
+        outcome = execute_resume(path, options, print_summary=True)
+    return _result(outcome, in_memory=False)
 
 
 def simulate(*, config: str | Path | None = None, **options: Any) -> Trace | None:

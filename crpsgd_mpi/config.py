@@ -26,6 +26,9 @@ NAMED_PERIODS = ("stich", "prsgd")
 NAMED_DATASETS = ("synthetic", "fashion-mnist")
 DEFAULT_FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 DEFAULT_EVAL_POINTS = 40
+DEFAULT_CHECKPOINT_EVERY = "60s"
+#: What a checkpoint interval's unit means in seconds.
+_TIME_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 #: A configuration is a few hundred bytes; a file far larger is not one (and is not read into memory).
 MAX_CONFIG_BYTES = 1 << 20
 #: Longest --stall-timeout (about 31.7 years); 0 turns the watchdog off.
@@ -121,7 +124,13 @@ class Config:
     )
     fault: str | None = field(
         default=None,
-        metadata={"help": "inject a failure: 'W:R' raises an exception on worker W after round R (tests the no-hang path)"},
+        metadata={"help": "inject a failure: 'W:R' raises an exception on worker W after round R, 'W:R:kill' kills "
+                  "its process with SIGKILL there (tests the no-hang and resume paths)"},
+    )
+    checkpoint_every: str = field(
+        default=DEFAULT_CHECKPOINT_EVERY,
+        metadata={"help": "write a checkpoint (for --resume) every this many rounds ('500') or seconds ('60s', "
+                  "'10m'), or 'off'"},
     )
 
     @classmethod
@@ -237,6 +246,7 @@ class Config:
                              f"must be <= {MAX_STALL_TIMEOUT:g} seconds (0 turns the watchdog off)")
         if self.fault is not None:
             self.fault_point()
+        self.checkpoint_plan()
         limits.require(self._fixed_needs())
 
     def _fixed_needs(self) -> list[Need]:
@@ -256,17 +266,37 @@ class Config:
             ]
         return needs
 
-    def fault_point(self) -> tuple[int, int] | None:
-        """(worker, round) of the injected failure, if any."""
+    def fault_point(self) -> tuple[int, int, str] | None:
+        """(worker, round, 'raise' or 'kill') of the injected failure, if any."""
         if self.fault is None:
             return None
         parts = self.fault.split(":")
+        how = "raise"
+        if len(parts) == 3 and parts[2].strip() == "kill":
+            how, parts = "kill", parts[:2]
         if len(parts) != 2 or not all(_INT_TEXT.fullmatch(p.strip()) and p.strip()[0] != "-" for p in parts):
-            raise InputError("fault", self.fault, "must be 'WORKER:ROUND' with two non-negative integers")
+            raise InputError("fault", self.fault, "must be 'WORKER:ROUND' or 'WORKER:ROUND:kill' with two "
+                                                  "non-negative integers")
         worker, after = (int(p) if len(p.strip()) <= _MAX_DIGITS else INT64_MAX + 1 for p in parts)
         if worker > INT64_MAX or after > INT64_MAX:
             raise InputError("fault", self.fault, "WORKER and ROUND must be < 2^63")
-        return worker, after
+        return worker, after, how
+
+    def checkpoint_plan(self) -> tuple[str, float] | None:
+        """('rounds', n) or ('seconds', s) from --checkpoint-every; None for 'off'."""
+        text = self.checkpoint_every.strip().lower() if isinstance(self.checkpoint_every, str) else ""
+        if text == "off":
+            return None
+        why = "must be a number of rounds ('500'), of seconds, minutes or hours ('60s', '10m', '1h'), or 'off'"
+        if _INT_TEXT.fullmatch(text) and not text.startswith("-"):
+            if len(text) > _MAX_DIGITS or not 1 <= int(text) <= INT64_MAX:
+                raise InputError("checkpoint_every", self.checkpoint_every, why)
+            return "rounds", float(int(text))
+        if text[-1:] in _TIME_UNITS and _FLOAT_TEXT.fullmatch(text[:-1]) and not text.startswith("-"):
+            seconds = float(text[:-1]) * _TIME_UNITS[text[-1]]
+            if math.isfinite(seconds) and 0 < seconds <= MAX_STALL_TIMEOUT:
+                return "seconds", seconds
+        raise InputError("checkpoint_every", self.checkpoint_every, why)
 
     def check_workers(self, n_workers: int) -> None:
         """The checks that need the number of workers N (known once the backend exists): the injected fault's

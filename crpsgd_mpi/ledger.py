@@ -34,6 +34,18 @@ class Ledger:
         self.bytes += nbytes
         self._pending.append((self.rounds, self.sfo, self.batch, self.stage, nbytes, self.elapsed()))
 
+    def state(self) -> dict[str, float]:
+        """The counts and the clock (for an exact resume)."""
+        return {"sfo": self.sfo, "rounds": self.rounds, "bytes": self.bytes, "stage": self.stage, "batch": self.batch,
+                "elapsed": self.elapsed()}
+
+    def restore(self, state: dict[str, float]) -> None:
+        """Go on from `state`: the counts as they were, the clock running on from its reading."""
+        self.sfo, self.rounds, self.bytes = int(state["sfo"]), int(state["rounds"]), int(state["bytes"])
+        self.stage, self.batch = int(state["stage"]), int(state["batch"])
+        self.start, self.excluded = time.perf_counter() - float(state["elapsed"]), 0.0
+        self._pending = []
+
     def restart_clock(self) -> None:
         """Start the wall clock now (after set-up)."""
         self.start = time.perf_counter()
@@ -80,3 +92,12 @@ class EvalPlan:
         self._next = int(np.searchsorted(self.targets, sfo, side="right"))
         self._next_sfo = int(self.targets[self._next]) if self._next < self.targets.size else 2**63 - 1
         return True
+
+    def state(self) -> int:
+        """The next target's index (for an exact resume)."""
+        return self._next
+
+    def restore(self, position: int) -> None:
+        """Go on from `position`."""
+        self._next = int(position)
+        self._next_sfo = int(self.targets[self._next]) if self._next < self.targets.size else 2**63 - 1

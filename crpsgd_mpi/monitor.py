@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
 import time
+from collections.abc import Callable
+from typing import Any
 
+import h5py
 import numpy as np
 
 from .errors import Diverged
@@ -20,7 +25,7 @@ class Monitor:
     process takes the same ones); only the process holding a TraceWriter writes."""
 
     def __init__(self, workers: Workers, ledger: Ledger, plan: EvalPlan, writer: TraceWriter | None,
-                 f_star: float | None, fault: tuple[int, int] | None = None, progress: Progress | None = None,
+                 f_star: float | None, fault: tuple[int, int, str] | None = None, progress: Progress | None = None,
                  flush_rows: int = 1 << 20, flush_seconds: float = 2.0) -> None:
         self.workers, self.ledger, self.plan, self.writer = workers, ledger, plan, writer
         self.f_star = f_star
@@ -32,12 +37,17 @@ class Monitor:
         self._last_eval: tuple[int, int, float, float, float, float, float] | None = None
         self.last_test: tuple[float, float] | None = None
         self.eval_time = 0.0
+        self.n_evals = 0  # evaluation rows recorded (written or pending)
+        self.rounds_written = 0  # round rows in the trace
+        self.after_round: Callable[[], None] | None = None  # the checkpointer
         self._pending_evals: list[tuple[int, int, float, float, float, float, float]] = []
         self._rows: list[dict[str, np.ndarray]] = []  # taken from the ledger, not yet written
         self._evals: list[tuple[int, int, float, float, float, float, float]] = []
 
     def __call__(self, x: np.ndarray, stage_end: bool) -> None:
         if self.fault is not None and self.ledger.rounds == self.fault[1]:
+            if self.fault[2] == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError(f"fault injected on worker {self.fault[0]} after round {self.fault[1]}")
         # a finite sum means every entry is finite; only an overflowing sum needs the full check
         if not math.isfinite(np.add.reduce(x, axis=None)) and not np.isfinite(x).all():
@@ -49,6 +59,8 @@ class Monitor:
         if self.ledger.n_pending >= self.flush_rows or (
                 self.writer is not None and time.monotonic() - self._last_flush > self.flush_seconds):
             self.flush()
+        if self.after_round is not None:
+            self.after_round()
 
     def evaluate(self, x: np.ndarray) -> tuple[float, float]:
         """Evaluate f and ||grad f||^2 at x (once per round; NaN where the problem does not evaluate gradients), and
@@ -67,15 +79,31 @@ class Monitor:
         row = (self.ledger.rounds, self.ledger.sfo, loss, gn, sub, test_loss, test_accuracy)
         self._last_eval = row
         self._pending_evals.append(row)
+        self.n_evals += 1
         if not math.isfinite(loss):
             raise Diverged(f"objective not finite after round {self.ledger.rounds}")
         if self.progress is not None:
             self.progress.evaluated(loss)
         return loss, gn
 
-    def flush(self) -> None:
+    def state(self) -> dict[str, Any]:
+        """What a resume needs to evaluate as this run would (the last evaluation: a round is evaluated once)."""
+        return {"last_eval": None if self._last_eval is None else list(self._last_eval),
+                "last_test": None if self.last_test is None else list(self.last_test),
+                "eval_time": self.eval_time, "n_evals": self.n_evals}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go on from `state` (a fresh monitor of the same run)."""
+        last = state["last_eval"]
+        self._last_eval = None if last is None else (int(last[0]), int(last[1]), *map(float, last[2:]))
+        test = state["last_test"]
+        self.last_test = None if test is None else (float(test[0]), float(test[1]))
+        self.eval_time, self.n_evals = float(state["eval_time"]), int(state["n_evals"])
+
+    def flush(self, checkpoint: Callable[[h5py.Group], None] | None = None) -> None:
         """Write pending round rows, then pending evaluations (rounds first: an eval row never
-        refers to a round missing from the file). Rows a failed write could not take stay pending."""
+        refers to a round missing from the file), with `checkpoint` (which then matches every row recorded) in the
+        same write. Rows a failed write could not take stay pending."""
         self._rows.append(self.ledger.take_rows())
         evals, self._pending_evals = self._pending_evals, []
         self._evals.extend(evals)
@@ -90,7 +118,8 @@ class Monitor:
             groups["evals"] = {c: np.asarray(v, dtype=np.int64 if c in ("round", "sfo") else np.float64)
                                for c, v in zip(EVAL_COLUMNS, cols, strict=True)}
         with deferred_signals():
-            self.writer.append_groups(groups)  # one open of the file; rounds first
+            self.writer.append_groups(groups, checkpoint)  # one write; rounds first
+        self.rounds_written += len(groups["rounds"]["round"])
         self._rows, self._evals = [], []
         self._last_flush = time.monotonic()
         spent = time.perf_counter() - t0

@@ -15,11 +15,11 @@ from . import threads  # noqa: F401, E402, I001  (must precede numpy)
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
-from typing import NoReturn
+from dataclasses import dataclass, fields
+from typing import Any, NoReturn
 
 from . import __version__, signals
-from .api import config_from, execute, refuse
+from .api import config_from, execute, execute_resume, refuse
 from .comm import rank_from_env
 from .config import Config, cli_value
 from .errors import InputError, Interrupted
@@ -27,6 +27,14 @@ from .outcome import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say
 from .registry import ALGORITHMS, DATASETS, PROBLEMS, SCHEDULES, load_plugins
 
 _LISTED = (("--algorithm", ALGORITHMS), ("--schedule", SCHEDULES), ("--model", PROBLEMS), ("--dataset", DATASETS))
+
+
+@dataclass
+class Resume:
+    """`--resume PATH` with the options given beside it."""
+
+    path: str
+    options: dict[str, Any]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "1 failed, 2 bad input, 3 diverged, 130 interrupted.")
     p.add_argument("--config", metavar="FILE.toml", help="TOML file with the same keys; options given here win")
     p.add_argument("--list", action="store_true", help="list the registered algorithms, schedules, models and data sets")
+    p.add_argument("--resume", metavar="TRACE.h5", help="go on with the run recorded in this trace from its last "
+                   "checkpoint, appending to it (options that change the run's numbers must be left out)")
     p.add_argument("--version", action="version", version=f"crpsgd_mpi {__version__}")
     for f in fields(Config):
         flag = "--" + f.name.replace("_", "-")
@@ -74,11 +84,13 @@ def _registered_help(p: argparse.ArgumentParser) -> None:
 
 def parse_config(argv: Sequence[str] | None) -> Config | None:
     """Config from defaults < TOML file < command line; None when only --help or --list was asked for."""
-    return parse(argv)[0]
+    cfg = parse(argv)[0]
+    return cfg if isinstance(cfg, Config) else None
 
 
-def parse(argv: Sequence[str] | None) -> tuple[Config | None, str | None]:
-    """(Config, the --config file) from defaults < TOML file < command line; (None, None) for --help or --list."""
+def parse(argv: Sequence[str] | None) -> tuple[Config | Resume | None, str | None]:
+    """(Config, the --config file) from defaults < TOML file < command line; (None, None) for --help or --list; a
+    Resume for --resume."""
     parser = build_parser()
     args = list(sys.argv[1:] if argv is None else argv)
     if "-h" in args or "--help" in args:
@@ -88,8 +100,11 @@ def parse(argv: Sequence[str] | None) -> tuple[Config | None, str | None]:
         parser.print_help()
         return None, None
     ns = vars(parser.parse_args(args))
-    path, listing = ns.pop("config"), ns.pop("list")
+    path, listing, resume = ns.pop("config"), ns.pop("list"), ns.pop("resume")
     options = {k: cli_value(k, v) for k, v in ns.items() if v is not None}
+    if resume is not None and not listing:
+        merged = Config.read_toml(path) if path is not None else {}
+        return Resume(resume, {**merged, **options}), path
     if listing:
         load_plugins(options.get("plugin", ()))
         for flag, registry in _LISTED:
@@ -109,7 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg, config_file = parse(argv)
         if cfg is None:
             return EXIT_OK
-        outcome = execute(cfg, print_summary=True, config_file=config_file, say_errors=True)
+        if isinstance(cfg, Resume):
+            outcome = execute_resume(cfg.path, cfg.options, print_summary=True, say_errors=True)
+            if outcome.status == "diverged":
+                _say_root(f"crpsgd_mpi: {outcome.message}")
+                return outcome.exit_code
+        else:
+            outcome = execute(cfg, print_summary=True, config_file=config_file, say_errors=True)
     except InputError as exc:
         if not getattr(exc, "reported", False):
             refuse(exc)

@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from . import __version__, signals
 from .algorithms import ALGORITHMS, Algorithm, Setting
+from .checkpoint import Checkpointer
 from .comm import Backend
 from .config import Config
 from .errors import Diverged, InputError, Interrupted, PeerFailure
@@ -30,6 +31,7 @@ from .outcome import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT
 from .problems import PROBLEMS, Problem
 from .progress import Progress
 from .registry import DATASETS
+from .resume import ResumePoint
 from .theory import smoothness
 from .trace import TraceWriteError, TraceWriter, check_output_path
 from .workers import Workers
@@ -45,9 +47,11 @@ class Prepared:
     algorithm: type[Algorithm]
     problem: Problem
     out: Path | None
+    resume: ResumePoint | None = None
 
 
-def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None) -> Prepared:
+def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None,
+            resume: ResumePoint | None = None) -> Prepared:
     """Check everything that can be checked before running (the output first: nothing is loaded for a run whose
     trace could not be written, or would destroy one of its inputs) and load this process's shards. Every process
     learns of any process's error, so all of them raise the same InputError and none runs on alone."""
@@ -61,6 +65,8 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
             inputs = [*input_files(cfg), *([config_file] if config_file else [])]
             out = check_output_path(cfg.out or default_out(cfg, backend.n_workers), cfg.overwrite, inputs)
         problem = PROBLEMS.get(cfg.model)(cfg, backend.n_workers, backend.local_workers)
+        if resume is not None:
+            _same_data(resume, problem, cfg)
         if not problem.estimates_smoothness:  # the step sizes cannot be derived: they must all be given
             algorithm.create(Setting(cfg, backend.n_workers, None))
     except InputError as exc:
@@ -71,7 +77,17 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
             raise error
         raise decode_error(*agreed[0])
     assert algorithm is not None and problem is not None
-    return Prepared(cfg, backend, algorithm, problem, out)
+    return Prepared(cfg, backend, algorithm, problem, out, resume)
+
+
+def _same_data(point: ResumePoint, problem: Problem, cfg: Config) -> None:
+    """A resume goes on with the data its run started with."""
+    if point.fingerprint is not None and problem.fingerprint() != point.fingerprint:
+        raise InputError("dataset", cfg.dataset, f"its data changed since the run recorded in {point.path} started "
+                                                 f"(fingerprint {problem.fingerprint()}, recorded {point.fingerprint})")
+    if point.n_features and problem.dim != point.n_features:
+        raise InputError("dataset", cfg.dataset, f"has dimension {problem.dim}, the run recorded in {point.path} "
+                                                 f"had {point.n_features}")
 
 
 def encode_error(error: InputError) -> str:
@@ -159,10 +175,14 @@ class Run:
         ledger = Ledger()
         workers = Workers(self.backend, problem, cfg.seed, ledger)
         x0 = problem.initial_point()
-        smooth = smoothness(workers)
-        L = smooth.L if smooth is not None else None
-        key = problem.optimum_key()
-        f_star = cached_optimum(workers, x0, key) if key is not None else None
+        point = self.p.resume
+        if point is None:
+            smooth = smoothness(workers)
+            L = smooth.L if smooth is not None else None
+            key = problem.optimum_key()
+            f_star = cached_optimum(workers, x0, key) if key is not None else None
+        else:  # the constants the run derived: it goes on with exactly those
+            smooth, L, f_star = None, point.L, point.f_star
         algorithm = self.p.algorithm.create(Setting(cfg, self.N, L))
         constants = {"L": L, **algorithm.constants()}
         if smooth is not None:
@@ -174,15 +194,29 @@ class Run:
             with self._trace_lock, signals.deferred_signals():  # a trace that exists can be marked, whoever ends it
                 if self.backend.ending():
                     raise Interrupted("the job is ending")
-                self.writer = TraceWriter(self.p.out, self._attrs(constants, f_star), overwrite=cfg.overwrite)
+                if point is None:
+                    self.writer = TraceWriter(self.p.out, self._attrs(constants, f_star), overwrite=cfg.overwrite)
+                else:
+                    self.writer = TraceWriter.reopen(self.p.out)
+                    self.writer.truncate(point.rounds, point.checkpoint.evals if point.checkpoint else 0,
+                                         {"resumes": json.dumps([*point.history, self._resumed(point)])})
         progress = Progress(cfg.T, file=self.progress if not isinstance(self.progress, bool) else None) \
             if self.progress else None
-        self.monitor = Monitor(workers, ledger, EvalPlan(cfg.T, cfg.eval_points), self.writer, f_star,
-                               fault=cfg.fault_point(), progress=progress)
+        plan = EvalPlan(cfg.T, cfg.eval_points)
+        self.monitor = Monitor(workers, ledger, plan, self.writer, f_star, fault=cfg.fault_point(), progress=progress)
         workers.on_round = self.monitor
         ledger.restart_clock()
-        self.monitor.evaluate(x0)
-        x = algorithm.run(workers, x0)
+        state = None
+        if point is not None and point.checkpoint is not None:
+            point.checkpoint.restore(workers, ledger, plan, self.monitor)
+            state = point.checkpoint.algorithm
+        checkpointer = Checkpointer(cfg.checkpoint_plan(), workers, ledger, plan, self.monitor, algorithm)
+        self.monitor.after_round = checkpointer.after_round
+        if state is None:
+            self.monitor.evaluate(x0)
+            x = algorithm.run(workers, x0)
+        else:
+            x = algorithm.run(workers, x0, resume=state)  # type: ignore[call-arg]
         loss, gn = self.monitor.evaluate(x)
         test = self.monitor.last_test
         if progress is not None:
@@ -200,10 +234,19 @@ class Run:
                     "n_samples": problem.n_samples, "n_features": problem.dim, "dataset_name": problem.data_name,
                     "dtype": problem.dtype.name}
         attrs: dict[str, Any] = {"algorithm": cfg.algorithm, "N": self.N, "T": cfg.T, "seed": cfg.seed,
-                                 "config": json.dumps(resolved, sort_keys=True), "versions": json.dumps(self._versions())}
+                                 "config": json.dumps(resolved, sort_keys=True), "versions": json.dumps(self._versions()),
+                                 "run_config": cfg.to_json()}
+        fingerprint = problem.fingerprint()
+        if fingerprint is not None:
+            attrs["data_fingerprint"] = fingerprint
         if f_star is not None:
             attrs["f_star"] = f_star
         return attrs
+
+    def _resumed(self, point: ResumePoint) -> dict[str, Any]:
+        """One entry of the trace's list of resumes."""
+        return {"after_round": point.rounds, "status_was": point.status, "backend": self.backend.name,
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     def _versions(self) -> dict[str, str]:
         import h5py
@@ -217,9 +260,11 @@ class Run:
     def _path(self) -> Path | None:
         return self.writer.path if self.writer is not None else None
 
-    def _finish(self, status: str, x: np.ndarray | None, message: str | None) -> None:
-        """Write the final status once; from here on the outcome is decided and signals are ignored."""
+    def _finish(self, status: str, x: np.ndarray | None, message: str | None) -> str:
+        """Write the final status once; from here on the outcome is decided and signals are ignored. Returns a note
+        when the last rounds could not be written (a full disk): the trace then keeps a prefix of the run."""
         signals.hold()
+        note = ""
         try:
             if self.writer is not None:
                 self.writer.last_words()
@@ -229,16 +274,22 @@ class Run:
                 except TraceWriteError:
                     if status == "complete":
                         raise
+                    kept = self.monitor.rounds_written
+                    note = (f"; rounds {kept + 1}-{self.monitor.ledger.rounds} could not be written: "
+                            f"the trace keeps rounds 1-{kept}")
             if self.writer is None:
-                return
+                return note
             extra: dict[str, Any] = {}
             if self.monitor is not None:
                 led = self.monitor.ledger
                 extra = {"rounds_total": led.rounds, "sfo_per_worker": led.sfo, "unspent_sfo": self.cfg.T - led.sfo,
                          "bytes_per_rank": led.bytes, "wall_time": led.elapsed(), "eval_time": self.monitor.eval_time}
+                if note:
+                    extra["rounds_written"] = self.monitor.rounds_written
             if message:
-                extra["message"] = message
+                extra["message"] = message + note
             self.writer.finish(status, x, extra)
+            return note
         finally:
             signals.ignore()
 
@@ -253,8 +304,8 @@ class Run:
             message += f" (after round {self.monitor.ledger.rounds})"
         where = ""
         try:
-            self._finish(status, None, message)
-            where = f" ({self.writer.path} marked {status})" if self.writer is not None else ""
+            note = self._finish(status, None, message)
+            where = f"{note} ({self.writer.path} marked {status})" if self.writer is not None else note
         except TraceWriteError as exc:
             partial = self.writer.abandon() if self.writer is not None else None
             kept = f"what was written is kept in {partial}" if partial else "the file was left as it was"

@@ -37,6 +37,9 @@ _FLOAT_COLUMNS = {"wall_time", "loss", "grad_norm_sq", "suboptimality", "test_lo
 #: Room kept free on the trace's file system: HDF5 needs some for its metadata, and a run that stops for lack of
 #: space must still be able to mark its trace failed.
 DISK_MARGIN = 1 << 20
+#: Attributes that say how a run ended (a resume removes them; the end writes them again).
+END_ATTRS = ("message", "rounds_total", "rounds_written", "sfo_per_worker", "unspent_sfo", "bytes_per_rank",
+             "wall_time", "eval_time")
 #: Seconds a write waits for another process (h5dump, a viewer) that holds HDF5's lock on the trace.
 LOCK_PATIENCE = 10.0
 
@@ -105,6 +108,20 @@ class TraceWriter:
         finally:
             tmp.unlink(missing_ok=True)
         self._identity = (st.st_dev, st.st_ino)
+
+    @classmethod
+    def reopen(cls, path: str | Path) -> TraceWriter:
+        """The writer of an existing trace (a resumed run goes on writing it)."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._margin = DISK_MARGIN
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise TraceWriteError(self.path, exc.strerror or str(exc)) from None
+        self._identity = (st.st_dev, st.st_ino)
+        return self
 
     @staticmethod
     def _create(tmp: Path, attrs: Mapping[str, Any]) -> None:
@@ -213,13 +230,22 @@ class TraceWriter:
 
         self._edit(edit, need, durable=checkpoint is not None)
 
-    def truncate(self, rounds: int, evals: int) -> None:
-        """Keep the first `rounds` round rows and `evals` evaluation rows (a resume drops what came after its
-        checkpoint; the run will write those rows again, the same)."""
+    def truncate(self, rounds: int, evals: int, attrs: Mapping[str, Any]) -> None:
+        """Keep the first `rounds` round rows and `evals` evaluation rows, drop what an ended run recorded about its
+        end, set `attrs`, and mark the trace running again (a resume: the rows after its checkpoint will be written
+        again, the same)."""
         def edit(f: h5py.File) -> None:
             for group, n in (("rounds", rounds), ("evals", evals)):
                 for ds in f[group].values():
                     ds.resize((min(n, ds.shape[0]),))
+            for key in END_ATTRS:
+                if key in f.attrs:
+                    del f.attrs[key]
+            if "final" in f:
+                del f["final"]
+            if rounds == 0 and "checkpoint" in f:  # starting over
+                del f["checkpoint"]
+            f.attrs.update(attrs)
             f.attrs["status"] = "running"
 
         self._edit(edit, 0, durable=True)
@@ -242,6 +268,8 @@ class TraceWriter:
                 g.create_dataset("x", data=np.asarray(x))
             for key, value in extra.items():
                 f.attrs[key] = value
+            if status == "complete" and "checkpoint" in f:  # nothing left to resume
+                del f["checkpoint"]
             f.attrs["status"] = status
 
         self._edit(edit, 0 if x is None else 2 * np.asarray(x).nbytes, margin=DISK_MARGIN // 4, durable=True)

@@ -11,7 +11,7 @@ import numpy as np
 from .comm.base import Backend
 from .ledger import Ledger
 from .problems.base import Problem
-from .seeding import Stream, rng_for
+from .seeding import Stream, rng_for, rng_from_words, rng_to_words
 
 RoundHook = Callable[[np.ndarray, bool], None]
 
@@ -61,6 +61,15 @@ class Workers:
             for i, rng in enumerate(self._rngs):
                 draws[i] = rng.integers(0, sizes[i], size=batch)
         return draws
+
+    def rng_words(self) -> np.ndarray:
+        """(k, RNG_WORDS) uint64: every local worker's sampling stream, exactly (for a checkpoint)."""
+        return np.stack([rng_to_words(rng) for rng in self._rngs])
+
+    def set_rng_words(self, words: np.ndarray) -> None:
+        """Every local worker's stream goes on from its row of `words` (k, RNG_WORDS)."""
+        for rng, row in zip(self._rngs, words, strict=True):
+            rng_from_words(rng, row)
 
     # -- communication ---------------------------------------------------------------------------
     def average(self, rows: np.ndarray) -> np.ndarray:

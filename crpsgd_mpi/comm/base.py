@@ -33,6 +33,14 @@ class Backend(ABC):
         """Sum over all N workers in worker order (k, m) -> (m,); used for evaluation traffic."""
 
     @abstractmethod
+    def allgather(self, rows: np.ndarray) -> np.ndarray:
+        """Every worker's rows (k, m) -> (N, m) in worker order, on every process (checkpoints: not counted)."""
+
+    @abstractmethod
+    def share(self, payload: bytes | None) -> bytes:
+        """The root's `payload` (other processes pass None), on every process."""
+
+    @abstractmethod
     def agree(self, error: str | None) -> list[tuple[int, str]]:
         """Collective: every process learns which processes hit a set-up error, and which."""
 

@@ -119,6 +119,22 @@ class MPIBackend(Backend):
     def sum(self, rows: np.ndarray) -> np.ndarray:
         return self._ordered_sum(rows).copy()
 
+    def allgather(self, rows: np.ndarray) -> np.ndarray:
+        table = np.empty((self.n_workers, rows.shape[1]), dtype=rows.dtype)
+        table[self.rank] = rows[0]
+        self._wait(self.comm.Iallgather(self.MPI.IN_PLACE, table))
+        return table
+
+    def share(self, payload: bytes | None) -> bytes:
+        size = np.array([len(payload) if payload is not None else 0], dtype=np.int64)
+        self._wait(self.comm.Ibcast(size, root=0))
+        buf = np.empty(int(size[0]), dtype=np.uint8)
+        if self.is_root:
+            assert payload is not None
+            buf[:] = np.frombuffer(payload, dtype=np.uint8)
+        self._wait(self.comm.Ibcast(buf, root=0))
+        return buf.tobytes()
+
     def _allgather_bytes(self, payload: bytes, width: int) -> list[bytes]:
         """Every rank's `payload` (at most `width` bytes), in rank order."""
         table = np.zeros((self.n_workers, width), dtype=np.uint8)

@@ -101,6 +101,11 @@ class Problem(ABC):
         """Every local worker takes the averaged state (m,)."""
         return None
 
+    def fingerprint(self) -> str | None:
+        """A short string that changes when the problem's data change (a resume refuses data that changed); None:
+        the problem cannot tell."""
+        return None
+
     def optimum_key(self) -> str | None:
         """A key under which f* of this problem is cached (it is computed by L-BFGS); None: no f* (non-convex)."""
         return None

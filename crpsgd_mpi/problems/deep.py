@@ -107,6 +107,9 @@ class NetProblem(Problem):
     def set_buffers(self, mean: np.ndarray) -> None:
         self._buffers[:] = mean
 
+    def fingerprint(self) -> str | None:
+        return self.shards.fingerprint
+
     def describe(self) -> str:
         c, h, w = self.shards.shape
         reg = f"{self.reg.name} lam={self.reg.lam:g}" if self.reg.name != "none" else "no regulariser"

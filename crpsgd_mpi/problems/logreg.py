@@ -176,6 +176,9 @@ class LogisticRegression(Problem):
         per = max(1, EVAL_BYTES // (8 * self._slot * self.dim))
         return [(a, min(self.k, a + per)) for a in range(0, self.k, per)]
 
+    def fingerprint(self) -> str | None:
+        return self.data.fingerprint
+
     def optimum_key(self) -> str | None:
         return optimum_cache_key(self.cfg, self.data.fingerprint) if self.reg.name == "l2" else None
 
