@@ -1,14 +1,15 @@
 """crpsgd_mpi: an MPI research simulator for parallel SGD with dynamic batch sizes (Yu & Jin, ICML 2019).
 
 The Python API (imported on first use, so that `import crpsgd_mpi` stays cheap on every MPI rank):
-`simulate(**options) -> Trace`, `load_trace(path) -> Trace`; `Algorithm`, `Setting`, `Workers` and the registries
-with their decorators for plug-ins; the exceptions `InputError`, `RunFailed`, `RunDiverged`, `RunInterrupted`.
+`simulate(**options) -> Trace`, `resume(path, **options) -> Trace`, `load_trace(path) -> Trace`; `Algorithm`,
+`Setting`, `Workers` and the registries with their decorators for plug-ins; the exceptions `InputError`,
+`RunFailed`, `RunDiverged`, `RunInterrupted`.
 """
 
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "simulate": "api", "load_trace": "trace", "Trace": "trace", "Config": "config",
+    "simulate": "api", "resume": "api", "load_trace": "trace", "Trace": "trace", "Config": "config",
     "Algorithm": "algorithms.base", "Setting": "algorithms.base", "register_algorithm": "algorithms.base",
     "BatchSchedule": "schedules", "Plan": "schedules", "Workers": "workers",
     "ALGORITHMS": "registry", "SCHEDULES": "registry", "PROBLEMS": "registry", "DATASETS": "registry",

@@ -18,7 +18,7 @@ from .config import Config
 from .errors import InputError, RunDiverged, RunFailed, RunInterrupted
 from .outcome import EXIT_DIVERGED, EXIT_OK, say, show
 from .registry import load_plugins
-from .resume import ResumePoint, read_resume_point, resumed_config
+from .resume_point import ResumePoint, read_resume_point, resumed_config
 from .session import Outcome, Run, decode_error, encode_error, interactive, prepare, summary
 from .trace import Trace, load_trace
 

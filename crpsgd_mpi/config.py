@@ -416,6 +416,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             return float(value) + 0.0  # -0.0 becomes 0.0
         except OverflowError:  # an integer beyond the largest float
             raise InputError(key, value, "must be a finite number") from None
+    if key == "checkpoint_every" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # TOML's `checkpoint_every = 500`: rounds
     if ann.startswith("str"):
         if not isinstance(value, str):
             raise InputError(key, value, "must be a string")

@@ -31,7 +31,7 @@ from .outcome import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT
 from .problems import PROBLEMS, Problem
 from .progress import Progress
 from .registry import DATASETS
-from .resume import ResumePoint
+from .resume_point import ResumePoint
 from .theory import smoothness
 from .trace import TraceWriteError, TraceWriter, check_output_path
 from .workers import Workers

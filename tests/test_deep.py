@@ -119,3 +119,20 @@ def test_a_network_needs_a_step_size(capsys: pytest.CaptureFixture[str], cifar: 
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["crpsgd_mpi: error: gamma=None: must be given: the problem has no smoothness estimate to derive it "
                    "from"]
+
+
+def test_a_network_run_resumed_equals_the_run_never_stopped(tmp_path: Path, cifar: Path) -> None:
+    """The checkpoint holds the flat parameters, the averaged BatchNorm statistics and every worker's stream."""
+    args = ["--backend", "local", "--workers", "2", *net_args(cifar, "--algorithm", "cr-psgd", "--T", "400",
+                                                            "--rho", "1.2")]
+    assert run_cli(*args, "--out", str(tmp_path / "ref.h5"), "--checkpoint-every", "off") == 0
+    out = tmp_path / "t.h5"
+    assert run_cli(*args, "--out", str(out), "--checkpoint-every", "3", "--fault", "1:8") == 1
+    assert run_cli("--resume", str(out)) == 0
+    a, b = read_trace(out), read_trace(tmp_path / "ref.h5")
+    assert a.attrs["resumes"].startswith('[{"after_round": 6')
+    for c in ("round", "sfo", "batch_size", "bytes"):
+        assert np.array_equal(a.rounds[c], b.rounds[c]), c
+    for c in a.evals.columns:
+        assert np.array_equal(a.evals[c], b.evals[c], equal_nan=True), c
+    assert np.array_equal(a.x, b.x)

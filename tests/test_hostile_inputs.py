@@ -117,6 +117,14 @@ CLI_CASES: list[tuple[list[str], str] | object] = [
     pytest.param(["--fault", "\u0663:1"], "fault", id="fault-unicode-digit"),
     pytest.param(["--fault", f"1:{10**30}"], "fault", id="fault-round-beyond-int64"),
     pytest.param(["--fault=-1:1"], "fault", id="fault-negative"),
+    pytest.param(["--fault", "1:2:explode"], "fault", id="fault-unknown-way"),
+    pytest.param(["--checkpoint-every", "0"], "checkpoint_every", id="checkpoint-every-zero"),
+    pytest.param(["--checkpoint-every=-5"], "checkpoint_every", id="checkpoint-every-negative"),
+    pytest.param(["--checkpoint-every", "nans"], "checkpoint_every", id="checkpoint-every-nan-seconds"),
+    pytest.param(["--checkpoint-every", "1e999s"], "checkpoint_every", id="checkpoint-every-infinite"),
+    pytest.param(["--checkpoint-every", "5d"], "checkpoint_every", id="checkpoint-every-unknown-unit"),
+    pytest.param(["--checkpoint-every", "٣"], "checkpoint_every", id="checkpoint-every-unicode-digit"),
+    pytest.param(["--resume", "x\x00y"], "resume", id="resume-nul-in-path"),
 ]
 
 
@@ -148,6 +156,9 @@ TOML_CASES = [
     pytest.param('fmnist_dir = "x\\u0000"\n', "fmnist_dir", id="fmnist-dir-NUL"),
     pytest.param(f"T = {10**15}\neval_points = {BIG}\n", "eval_points", id="eval-points-memory"),
     pytest.param('period = "\u0663"\nalgorithm = "local-sgd"\n', "period", id="period-unicode-digit"),
+    pytest.param("checkpoint_every = 2.5\n", "checkpoint_every", id="checkpoint-every-float"),
+    pytest.param("checkpoint_every = true\n", "checkpoint_every", id="checkpoint-every-bool"),
+    pytest.param("checkpoint_every = -3\n", "checkpoint_every", id="checkpoint-every-negative-int"),
     pytest.param('fault = "5:1"\nworkers = 2\n', "fault", marks=WORKERS, id="fault-outside-N"),
     pytest.param("workers = 0\n", "workers", id="workers-zero"),
     pytest.param("stall-timeout = -1.0\n", "stall_timeout", id="stall-timeout-negative"),

@@ -22,7 +22,7 @@ from .registry import load_plugins
 CHANGEABLE = frozenset({"backend", "workers", "stall_timeout", "quiet", "plugin", "fault", "checkpoint_every",
                         "overwrite", "out", "fmnist_dir"})
 #: Options that are the recorded run's only unless given again (a fault injected once is not injected again).
-NOT_INHERITED = frozenset({"fault", "overwrite", "quiet", "stall_timeout", "backend", "checkpoint_every"})
+NOT_INHERITED = frozenset({"fault", "overwrite", "quiet", "stall_timeout", "backend"})
 
 
 @dataclass
@@ -58,6 +58,8 @@ def read_resume_point(path: str | Path) -> ResumePoint:
         mode = os.stat(p).st_mode
     except OSError as exc:
         raise refuse(f"cannot be read: {exc.strerror}") from None
+    except ValueError as exc:  # a NUL in the path
+        raise refuse(f"is not a path: {exc}") from None
     if not stat.S_ISREG(mode):
         raise refuse("is not a regular file")
     if not h5py.is_hdf5(p):
