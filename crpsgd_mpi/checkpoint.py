@@ -126,7 +126,7 @@ class Checkpointer:
 
     def __init__(self, plan: tuple[str, float] | None, workers: Workers, ledger: Ledger, evals: EvalPlan,
                  monitor: Monitor, algorithm: Algorithm) -> None:
-        resumable = type(algorithm).state is not Algorithm.state
+        resumable = getattr(type(algorithm), "state", Algorithm.state) is not Algorithm.state
         self.kind, self.every = plan if plan is not None and resumable else ("off", 0.0)
         self.workers, self.ledger, self.evals, self.monitor, self.algorithm = workers, ledger, evals, monitor, algorithm
         self.taken = 0

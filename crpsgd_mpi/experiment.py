@@ -92,19 +92,27 @@ def needs_run(run: Run) -> bool:
         return True
 
 
+def resumable(run: Run) -> bool:
+    """The member's trace was stopped after a checkpoint, and its run is the one the family asks for."""
+    from .resume_point import read_resume_point, resumed_config
+
+    try:
+        point = read_resume_point(run.path)
+        if point.checkpoint is None or point.status in DONE:
+            return False
+        resumed_config(point, {k: v for k, v in run.settings.items() if k != "backend"})
+    except InputError:
+        return False
+    return True
+
+
 def execute(run: Run, use_mpi: bool = False, timeout: float = 1800.0) -> int:
     """Run one member: in this process (local backend), or under mpiexec with as many ranks as the
-    run's `workers` (default 10)."""
-    args = []
-    for key, value in run.settings.items():
-        if key in ("workers", "backend") and use_mpi:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else "--no-" + key.replace("_", "-"))
-        else:
-            args += [flag, str(value)]
-    args += ["--out", str(run.path), "--overwrite", "--quiet"]
+    run's `workers` (default 10). A member stopped after a checkpoint is resumed from it, not run again."""
+    if resumable(run):
+        args = ["--resume", str(run.path), "--quiet"]
+    else:
+        args = [*_flags(run.settings, use_mpi), "--out", str(run.path), "--overwrite", "--quiet"]
     if use_mpi:
         ranks = int(run.settings.get("workers", 10))
         res = run_job(ranks, [sys.executable, "-m", "crpsgd_mpi.run", *args], timeout=timeout)
@@ -114,6 +122,20 @@ def execute(run: Run, use_mpi: bool = False, timeout: float = 1800.0) -> int:
     from .run import main
 
     return main(["--backend", "local", *args])
+
+
+def _flags(settings: dict[str, Any], use_mpi: bool) -> list[str]:
+    """A member's settings as command-line options (under mpiexec the ranks are the workers)."""
+    args: list[str] = []
+    for key, value in settings.items():
+        if key in ("workers", "backend") and use_mpi:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            args += [flag, str(value)]
+    return args
 
 
 def run_families(paths: list[Path], results: Path, use_mpi: bool = False, verbose: bool = True,

@@ -94,3 +94,32 @@ def test_run_is_picklable() -> None:
 
     run = Run("f", "l", 0, {"T": 10}, Path("x.h5"))
     assert pickle.loads(pickle.dumps(run)) == run
+
+
+@pytest.mark.timeout(240)
+def test_a_stopped_member_is_resumed_and_a_changed_one_run_again(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from crpsgd_mpi.experiment import resumable
+    from crpsgd_mpi.run import main
+
+    monkeypatch.setenv("CRPSGD_CACHE", str(tmp_path / "cache"))
+    fam = tmp_path / "fam.toml"
+    fam.write_text('study = "pl"\nseeds = [0]\n[base]\nsamples = 2000\nfeatures = 5\nT = 3000\neval_points = 4\n'
+                   'workers = 3\n[runs.psgd]\nalgorithm = "psgd"\nbatch_size = 2\n')
+    assert run_families([fam], tmp_path / "ref", verbose=False) == 0
+    (run,) = load_family(fam).expand(tmp_path / "res")
+    options = [f"--{k.replace('_', '-')}={v}" for k, v in run.settings.items()]
+    run.path.parent.mkdir(parents=True)
+    assert main([*options, "--out", str(run.path), "--quiet", "--checkpoint-every", "50", "--fault", "1:120"]) == 1
+    assert resumable(run)
+    assert run_families([fam], tmp_path / "res", verbose=False) == 0
+    assert read_trace(run.path).attrs["resumes"].startswith('[{"after_round": 100')
+    assert same_trace(run.path, tmp_path / "ref" / run.path.relative_to(tmp_path / "res"))
+    # the family changed since: the stopped trace is not its run any more, and it is run again from the start
+    assert main([*options, "--out", str(run.path), "--overwrite", "--quiet", "--checkpoint-every", "50",
+                 "--fault", "1:120"]) == 1
+    fam.write_text(fam.read_text().replace("batch_size = 2", "batch_size = 3"))
+    (changed,) = load_family(fam).expand(tmp_path / "res")
+    assert changed.path == run.path and not resumable(changed)
+    assert run_families([fam], tmp_path / "res", verbose=False) == 0
+    assert "resumes" not in read_trace(run.path).attrs and read_trace(run.path).status == "complete"

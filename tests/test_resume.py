@@ -347,3 +347,40 @@ def test_the_api_resumes_and_checkpoints_can_be_off(tmp_path: Path, references: 
     trace = resume(out, quiet=True)  # no checkpoint: it starts over, in the same file
     assert trace is not None and trace.path == out
     assert_same_run(trace, references["psgd"])
+
+
+NOT_RESUMABLE = '''
+from crpsgd_mpi import ALGORITHMS, Algorithm, register_algorithm
+
+
+@register_algorithm("plain-psgd")
+class Plain(ALGORITHMS.get("psgd")):
+    """PSGD as a plug-in that does not implement state() (the base class's default)."""
+
+    state = Algorithm.state
+'''
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("resumable", [True, False])
+def test_plugin_algorithms_resume_exactly_or_start_over(tmp_path: Path, resumable: bool) -> None:
+    """A plug-in with state() and run(resume=) (examples/plugin_linear_growth.py) resumes exactly; one without gets
+    no checkpoint, and its resume starts over in the same file."""
+    if resumable:
+        plugin, algorithm = str(Path(__file__).resolve().parents[1] / "examples" / "plugin_linear_growth.py"), \
+            "linear-growth"
+    else:
+        (tmp_path / "plain.py").write_text(NOT_RESUMABLE)
+        plugin, algorithm = str(tmp_path / "plain.py"), "plain-psgd"
+    args = ["--backend", "local", "--workers", "3", *SMALL, "--T", "20000", "--plugin", plugin, "--algorithm",
+            algorithm, "--quiet"]
+    assert cli([*args, "--out", str(tmp_path / "ref.h5"), "--checkpoint-every", "off"], tmp_path).returncode == 0
+    out = tmp_path / "t.h5"
+    assert cli([*args, "--out", str(out), "--checkpoint-every", "4", "--fault", "2:10:kill"],
+               tmp_path).returncode == -signal.SIGKILL
+    with h5py.File(out) as f:
+        assert ("checkpoint" in f) == resumable
+    res = cli(["--resume", str(out)], tmp_path)  # the recorded plug-in is loaded again
+    assert res.returncode == 0, res.stderr
+    assert ("from round 8" if resumable else "from the start") in res.stderr
+    assert_same_run(read_trace(out), read_trace(tmp_path / "ref.h5"))
