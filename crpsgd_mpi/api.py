@@ -88,11 +88,14 @@ def execute_resume(path: str | Path, options: Mapping[str, Any], print_summary: 
     on this backend, with `options` (only those that do not change the run's numbers may differ from the recorded
     ones). A complete trace is left as it is (exit status 0), a diverged one too (3). Bad input as for `execute`."""
     given = {k.replace("-", "_"): v for k, v in options.items()}
+    if "plugin" in given:
+        given["plugin"] = _as_list(given["plugin"])
     load_plugins(given.get("plugin", ()))
     backend: Backend | None = None
     try:
         if launched_by_mpi() and given.get("backend", "auto") != "local":
-            backend = make_backend("mpi", None, "ordered", float(given.get("stall_timeout", 0.0)))
+            stall = given.get("stall_timeout", Config.__dataclass_fields__["stall_timeout"].default)
+            backend = make_backend("mpi", None, "ordered", float(stall))
             point, cfg = _shared_resume_point(backend, path, given)
             backend.reduction = cfg.reduction  # type: ignore[attr-defined]
         else:
@@ -104,7 +107,7 @@ def execute_resume(path: str | Path, options: Mapping[str, Any], print_summary: 
                                                   f"job has {backend.n_workers} MPI ranks)")
         ended = _ended(point)
         if ended is not None:
-            if backend.is_root and not cfg.quiet:
+            if backend.is_root and not cfg.quiet and ended.status == "complete":
                 say(f"crpsgd_mpi: {ended.message}")
             backend.close()
             return ended
@@ -134,12 +137,28 @@ def _shared_resume_point(backend: Backend, path: str | Path, given: dict[str, An
             resumed_config(point, given)
         except InputError as exc:
             error = exc
+        except Exception as exc:  # noqa: BLE001 - the other ranks wait for the verdict: never leave them waiting
+            error = InputError("resume", str(path), f"cannot be resumed ({type(exc).__name__}: {exc})")
+    _agree(backend, error)
+    point = pickle.loads(backend.share(pickle.dumps(point) if backend.is_root else None))
+    assert point is not None
+    cfg: Config | None = None
+    try:  # on every rank: its plug-ins, its memory plan
+        cfg = resumed_config(point, given)
+    except InputError as exc:
+        error = exc
+    except Exception as exc:  # noqa: BLE001
+        error = InputError("resume", str(path), f"cannot be resumed ({type(exc).__name__}: {exc})")
+    _agree(backend, error)
+    assert cfg is not None
+    return point, cfg
+
+
+def _agree(backend: Backend, error: InputError | None) -> None:
+    """Every rank learns whether any rank found an error; then every rank raises the same one."""
     agreed = backend.agree(None if error is None else encode_error(error))
     if agreed:
         raise error if error is not None else decode_error(*agreed[0])
-    point = pickle.loads(backend.share(pickle.dumps(point) if backend.is_root else None))
-    assert point is not None
-    return point, resumed_config(point, given)
 
 
 def _ended(point: ResumePoint) -> Outcome | None:
@@ -147,7 +166,7 @@ def _ended(point: ResumePoint) -> Outcome | None:
     if point.status == "complete":
         return Outcome("complete", EXIT_OK, point.path, f"{point.path} is complete: nothing to resume")
     if point.status == "diverged":
-        return Outcome("diverged", EXIT_DIVERGED, point.path, f"{point.path} diverged: resuming would diverge again "
+        return Outcome("diverged", EXIT_DIVERGED, point.path, f"{point.path} ended so; resuming would diverge again "
                                                               "(start a new run with a lower --gamma)")
     return None
 

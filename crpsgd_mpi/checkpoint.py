@@ -14,6 +14,7 @@ import numpy as np
 from .algorithms.base import Algorithm, State
 from .ledger import EvalPlan, Ledger
 from .monitor import Monitor
+from .outcome import say
 from .seeding import RNG_WORDS
 from .workers import Workers
 
@@ -41,16 +42,12 @@ class Checkpoint:
         return int(self.ledger["rounds"])
 
     def write(self, g: h5py.Group) -> None:
-        """Store into an empty group."""
-        g.attrs["format"] = CHECKPOINT_FORMAT
-        g.attrs["ledger"] = json.dumps(self.ledger)
-        g.attrs["evals"] = self.evals
-        g.attrs["plan"] = self.plan
-        g.attrs["monitor"] = json.dumps(self.monitor)
-        g.create_dataset("rngs", data=self.rngs)
-        if self.buffers is not None:
-            g.create_dataset("buffers", data=self.buffers)
-        write_state(g.create_group("algorithm"), self.algorithm)
+        """Store into group g, empty or holding the previous checkpoint (its datasets are overwritten in place when
+        their shapes match: HDF5 never reuses the space of a deleted dataset, and a trace is copied on every write)."""
+        write_state(g, {"rngs": self.rngs, **({"buffers": self.buffers} if self.buffers is not None else {}),
+                        "algorithm": self.algorithm}, attrs={
+            "format": CHECKPOINT_FORMAT, "ledger": _fixed(json.dumps(self.ledger)), "evals": self.evals,
+            "plan": self.plan, "monitor": _fixed(json.dumps(self.monitor))})
 
     @classmethod
     def read(cls, g: h5py.Group, n_workers: int) -> Checkpoint:
@@ -87,17 +84,41 @@ class Checkpoint:
             workers.problem.set_buffers(self.buffers)
 
 
-def write_state(g: h5py.Group, state: State) -> None:
-    """A nested state into group g: dicts as groups, arrays as datasets, everything else as JSON attributes."""
+def write_state(g: h5py.Group, state: State, attrs: dict[str, Any] | None = None) -> None:
+    """A nested state into group g: dicts as groups, arrays as datasets (rewritten in place where one of the same
+    shape and type is there), everything else as JSON attributes; what g held that `state` lacks is removed.
+    `attrs` are stored as they are."""
+    for key in list(g.keys()):
+        if key not in state or isinstance(g[key], h5py.Group) != isinstance(state[key], dict):
+            del g[key]
+    for key in list(g.attrs.keys()):
+        if key not in state and key not in (attrs or {}):
+            del g.attrs[key]
+    for key, value in (attrs or {}).items():
+        g.attrs[key] = value
     for key, value in state.items():
         if not isinstance(key, str) or not key or "/" in key or key in (".", ".."):
             raise ValueError(f"a state key must be a non-empty name without '/': {key!r}")
         if isinstance(value, dict):
-            write_state(g.create_group(key), value)
+            write_state(g.require_group(key), value)
         elif isinstance(value, np.ndarray):
-            g.create_dataset(key, data=value)
+            old = g.get(key)
+            if isinstance(old, h5py.Dataset) and old.shape == value.shape and old.dtype == value.dtype:
+                old[...] = value
+            else:
+                if old is not None:
+                    del g[key]
+                g.create_dataset(key, data=value)
         else:
-            g.attrs[key] = json.dumps(value, default=_plain)
+            if key in g:
+                del g[key]
+            g.attrs[key] = _fixed(json.dumps(value, default=_plain))
+
+
+def _fixed(text: str) -> np.bytes_:
+    """JSON as a fixed-length string attribute: rewriting a variable-length one leaks its old copy in the file's
+    global heap (measured: ~4 KB a checkpoint), and a checkpoint is rewritten all along the run."""
+    return np.bytes_(text.encode())
 
 
 def read_state(g: h5py.Group) -> State:
@@ -135,6 +156,7 @@ class Checkpointer:
         self._since = time.monotonic()
         self._last_check = 0.0
         self._clock = np.zeros((workers.k, 1))
+        self._storable = True
 
     def after_round(self) -> None:
         """Take a checkpoint if one is due."""
@@ -161,13 +183,32 @@ class Checkpointer:
         """Every process: gather the workers' streams; the writing process stores the checkpoint with every row
         recorded so far."""
         rngs = self.workers.backend.allgather(self.workers.rng_words())
-        if self.monitor.writer is None:
+        if self.monitor.writer is None or not self._storable:  # nothing collective follows: rank 0 decides alone
             return
         buffers = self.workers.problem.buffers()
         state = self.algorithm.state()
-        assert state is not None
+        try:
+            if state is None:
+                raise ValueError("its state() returned None")
+            check_storable(state)
+        except (TypeError, ValueError) as exc:
+            self._storable = False
+            say(f"crpsgd_mpi: note: no checkpoints for this run, so it cannot be resumed: the algorithm's state "
+                f"cannot be stored ({exc})")
+            return
         # the flush writes every pending row with it: the checkpoint matches the rows in the file exactly
         point = Checkpoint(self.ledger.state(), self.monitor.n_evals, self.evals.state(), self.monitor.state(), rngs,
                            None if buffers is None else np.array(buffers[0]), state)
         self.monitor.flush(checkpoint=point.write)
         self.taken += 1
+
+
+def check_storable(state: State) -> None:
+    """TypeError or ValueError unless `write_state` can store `state`."""
+    for key, value in state.items():
+        if not isinstance(key, str) or not key or "/" in key or key in (".", ".."):
+            raise ValueError(f"a state key must be a non-empty name without '/': {key!r}")
+        if isinstance(value, dict):
+            check_storable(value)
+        elif not isinstance(value, np.ndarray):
+            json.dumps(value, default=_plain)

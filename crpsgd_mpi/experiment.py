@@ -93,17 +93,18 @@ def needs_run(run: Run) -> bool:
 
 
 def resumable(run: Run) -> bool:
-    """The member's trace was stopped after a checkpoint, and its run is the one the family asks for."""
-    from .resume_point import read_resume_point, resumed_config
+    """The member's trace was stopped after a checkpoint, and its run is the one the family asks for now (every
+    option that changes the numbers equal, those the family leaves out included)."""
+    from .resume_point import CHANGEABLE, read_resume_point
 
     try:
         point = read_resume_point(run.path)
         if point.checkpoint is None or point.status in DONE:
             return False
-        resumed_config(point, {k: v for k, v in run.settings.items() if k != "backend"})
-    except InputError:
+        wanted = Config.from_mapping(run.settings).to_dict()
+    except Exception:  # noqa: BLE001 - a trace that cannot be resumed is simply run again
         return False
-    return True
+    return all(point.options.get(key) == value for key, value in wanted.items() if key not in CHANGEABLE)
 
 
 def execute(run: Run, use_mpi: bool = False, timeout: float = 1800.0) -> int:

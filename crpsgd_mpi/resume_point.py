@@ -71,24 +71,27 @@ def read_resume_point(path: str | Path) -> ResumePoint:
                 raise refuse("is not a trace of a run this version can resume (no recorded run configuration)")
             options = json.loads(_text(attrs["run_config"]))
             resolved = json.loads(_text(attrs["config"]))
+            history = json.loads(_text(attrs.get("resumes", "[]")))
+            if not isinstance(options, dict) or not isinstance(resolved, dict) or not isinstance(history, list):
+                raise ValueError("its run_config, config or resumes attribute is not what this version writes")
             n_workers = int(attrs["N"])
             point = None
             if "checkpoint" in f:
                 try:
                     point = Checkpoint.read(f["checkpoint"], n_workers)
-                except ValueError as exc:
-                    raise refuse(f"its checkpoint is damaged ({exc})") from None
+                except Exception as exc:  # noqa: BLE001 - whatever is wrong in it, it is named, not raised
+                    raise refuse(f"its checkpoint is damaged ({type(exc).__name__}: {exc})") from None
                 if point.rounds > f["rounds/round"].shape[0] or point.evals > f["evals/round"].shape[0]:
                     raise refuse("its checkpoint is ahead of its rows (the file was edited)")
+            f_star = attrs.get("f_star")
+            fingerprint = _text(attrs["data_fingerprint"]) if "data_fingerprint" in attrs else None
+            return ResumePoint(p, _text(attrs["status"]), options, n_workers, resolved.get("L"),
+                               None if f_star is None else float(f_star), fingerprint,
+                               int(resolved.get("n_features", 0)), point, history)
     except InputError:
         raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file is named in one line, whatever it holds
         raise refuse(f"cannot be read as a trace ({type(exc).__name__}: {exc})") from None
-    f_star = attrs.get("f_star")
-    return ResumePoint(p, _text(attrs["status"]), options, n_workers, resolved.get("L"),
-                       None if f_star is None else float(f_star), attrs.get("data_fingerprint") and
-                       _text(attrs["data_fingerprint"]), int(resolved.get("n_features", 0)), point,
-                       json.loads(_text(attrs.get("resumes", "[]"))))
 
 
 def resumed_config(point: ResumePoint, given: dict[str, Any]) -> Config:
@@ -109,7 +112,8 @@ def resumed_config(point: ResumePoint, given: dict[str, Any]) -> Config:
                                          f"{', '.join(sorted(CHANGEABLE))} may change on a resume")
         options[key] = value
     options["out"], options["overwrite"], options["workers"] = str(point.path), True, point.n_workers
-    load_plugins(options.get("plugin", ()))  # the recorded run's plug-ins define its names
+    plugins = options.get("plugin", ())
+    load_plugins([plugins] if isinstance(plugins, str) else plugins)  # the recorded run's plug-ins define its names
     return Config.from_mapping(options, source=f"the run recorded in {point.path}")
 
 

@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(cfg, Resume):
             outcome = execute_resume(cfg.path, cfg.options, print_summary=True, say_errors=True)
             if outcome.status == "diverged":
-                _say_root(f"crpsgd_mpi: {outcome.message}")
+                _say_root(f"crpsgd_mpi: diverged: {outcome.message}")
                 return outcome.exit_code
         else:
             outcome = execute(cfg, print_summary=True, config_file=config_file, say_errors=True)

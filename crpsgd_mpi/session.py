@@ -33,7 +33,7 @@ from .progress import Progress
 from .registry import DATASETS
 from .resume_point import ResumePoint
 from .theory import smoothness
-from .trace import TraceWriteError, TraceWriter, check_output_path
+from .trace import DISK_MARGIN, TraceWriteError, TraceWriter, check_output_path
 from .workers import Workers
 
 
@@ -64,9 +64,12 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
         if backend.is_root:
             inputs = [*input_files(cfg), *([config_file] if config_file else [])]
             out = check_output_path(cfg.out or default_out(cfg, backend.n_workers), cfg.overwrite, inputs)
+            if resume is not None:
+                _room_to_resume(resume)
         problem = PROBLEMS.get(cfg.model)(cfg, backend.n_workers, backend.local_workers)
         if resume is not None:
             _same_data(resume, problem, cfg)
+            _fits(resume, problem)
         if not problem.estimates_smoothness:  # the step sizes cannot be derived: they must all be given
             algorithm.create(Setting(cfg, backend.n_workers, None))
     except InputError as exc:
@@ -78,6 +81,30 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
         raise decode_error(*agreed[0])
     assert algorithm is not None and problem is not None
     return Prepared(cfg, backend, algorithm, problem, out, resume)
+
+
+def _fits(point: ResumePoint, problem: Problem) -> None:
+    """The checkpoint's arrays have this problem's shapes, and the trace's folder has room for the copy every change
+    of the trace makes (checked before the trace is touched)."""
+    cp = point.checkpoint
+    if cp is not None:
+        x = cp.algorithm.get("x")
+        if isinstance(x, np.ndarray) and x.size != problem.dim:
+            raise InputError("resume", str(point.path), f"its checkpoint's iterate has {x.size} numbers, the problem "
+                                                        f"{problem.dim}")
+        buffers = problem.buffers()
+        width = None if buffers is None else buffers.shape[-1]
+        if (cp.buffers is None) != (width is None) or (cp.buffers is not None and cp.buffers.shape[-1] != width):
+            raise InputError("resume", str(point.path), "its checkpoint's network statistics do not fit the model")
+
+
+def _room_to_resume(point: ResumePoint) -> None:
+    """Every change of a trace is made to a copy: a resume needs room for one (else the trace is left as it is)."""
+    st = os.statvfs(point.path.parent)
+    free, need = st.f_bavail * st.f_frsize, point.path.stat().st_size + DISK_MARGIN
+    if free < need:
+        raise InputError("resume", str(point.path), f"no room to go on writing it ({free // 1024} KB free on its "
+                                                    f"device, {need // 1024} KB needed): free some space first")
 
 
 def _same_data(point: ResumePoint, problem: Problem, cfg: Config) -> None:
@@ -197,9 +224,10 @@ class Run:
                 if point is None:
                     self.writer = TraceWriter(self.p.out, self._attrs(constants, f_star), overwrite=cfg.overwrite)
                 else:
-                    self.writer = TraceWriter.reopen(self.p.out)
-                    self.writer.truncate(point.rounds, point.checkpoint.evals if point.checkpoint else 0,
-                                         {"resumes": json.dumps([*point.history, self._resumed(point)])})
+                    writer = TraceWriter.reopen(self.p.out)  # ours only once truncated: a failure leaves it as it was
+                    writer.truncate(point.rounds, point.checkpoint.evals if point.checkpoint else 0,
+                                    {"resumes": json.dumps([*point.history, self._resumed(point)])})
+                    self.writer = writer
         progress = Progress(cfg.T, file=self.progress if not isinstance(self.progress, bool) else None) \
             if self.progress else None
         plan = EvalPlan(cfg.T, cfg.eval_points)

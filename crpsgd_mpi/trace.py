@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import glob
 import json
 import os
 import shutil
@@ -111,7 +112,8 @@ class TraceWriter:
 
     @classmethod
     def reopen(cls, path: str | Path) -> TraceWriter:
-        """The writer of an existing trace (a resumed run goes on writing it)."""
+        """The writer of an existing trace (a resumed run goes on writing it); the copies a killed writer left
+        beside it are removed."""
         self = cls.__new__(cls)
         self.path = Path(path)
         self._lock = threading.Lock()
@@ -121,6 +123,8 @@ class TraceWriter:
         except OSError as exc:
             raise TraceWriteError(self.path, exc.strerror or str(exc)) from None
         self._identity = (st.st_dev, st.st_ino)
+        for stale in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.writing"):  # a killed run's copies
+            stale.unlink(missing_ok=True)
         return self
 
     @staticmethod
@@ -213,7 +217,8 @@ class TraceWriter:
     def append_groups(self, groups: Mapping[str, Mapping[str, np.ndarray]],
                       checkpoint: Callable[[h5py.Group], None] | None = None) -> None:
         """Append to several groups, in the given order, in one write; with `checkpoint`, also replace the trace's
-        checkpoint (written by that function into a fresh group) in that same write, made durable: a checkpoint is
+        checkpoint (written by that function into group /checkpoint, over the previous one) in that same write, made
+        durable: a checkpoint is
         never ahead of or behind the rows it matches."""
         todo = {g: cols for g, cols in groups.items() if len(next(iter(cols.values()))) > 0}
         if not todo and checkpoint is None:
@@ -224,9 +229,7 @@ class TraceWriter:
             for group, columns in todo.items():
                 _append(f[group], columns)
             if checkpoint is not None:
-                if "checkpoint" in f:
-                    del f["checkpoint"]
-                checkpoint(f.create_group("checkpoint"))
+                checkpoint(f.require_group("checkpoint"))
 
         self._edit(edit, need, durable=checkpoint is not None)
 

@@ -305,8 +305,21 @@ def _ahead(p: Path) -> None:
         f["rounds/round"].resize((5,))
 
 
+def _config_not_a_dict(p: Path) -> None:
+    with h5py.File(p, "r+") as f:
+        f.attrs["run_config"] = "[]"
+
+
+def _state_not_a_group(p: Path) -> None:
+    with h5py.File(p, "r+") as f:
+        del f["checkpoint/algorithm"]
+        f["checkpoint/algorithm"] = np.arange(3)
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("spoil, says", [
+    (_config_not_a_dict, "cannot be read as a trace"),
+    (_state_not_a_group, "its checkpoint is damaged"),
     (None, "cannot be read: No such file or directory"),
     ("dir", "is not a regular file"),
     (_garbage, "is not an HDF5 file"),
@@ -342,7 +355,8 @@ def test_a_complete_or_diverged_trace_is_left_alone(tmp_path: Path, references: 
     assert res.returncode == 3
     before = digest(bad)
     res = cli(["--resume", str(bad)], tmp_path)
-    assert res.returncode == 3 and "diverged: resuming would diverge again" in res.stderr and digest(bad) == before
+    assert res.returncode == 3 and f"diverged: {bad} ended so; resuming would diverge again" in res.stderr
+    assert digest(bad) == before
 
 
 @pytest.mark.timeout(60)
@@ -426,3 +440,41 @@ def test_plugin_algorithms_resume_exactly_or_start_over(tmp_path: Path, resumabl
     assert res.returncode == 0, res.stderr
     assert ("from round 8" if resumable else "from the start") in res.stderr
     assert_same_run(read_trace(out), read_trace(tmp_path / "ref.h5"))
+
+
+UNSTORABLE = '''
+from crpsgd_mpi import ALGORITHMS, register_algorithm
+
+
+@register_algorithm("unstorable-psgd")
+class Unstorable(ALGORITHMS.get("psgd")):
+    """PSGD whose state() holds what a checkpoint cannot store."""
+
+    def state(self):
+        return {"x": [self._x.copy()]}
+'''
+
+
+@pytest.mark.timeout(60)
+def test_a_state_that_cannot_be_stored_costs_the_checkpoints_not_the_run(tmp_path: Path) -> None:
+    (tmp_path / "unstorable.py").write_text(UNSTORABLE)
+    out = tmp_path / "t.h5"
+    res = cli(["--backend", "local", "--workers", "2", *SMALL, "--plugin", str(tmp_path / "unstorable.py"),
+               "--algorithm", "unstorable-psgd", "--checkpoint-every", "5", "--out", str(out), "--quiet"], tmp_path)
+    assert res.returncode == 0 and read_trace(out).status == "complete"
+    assert res.stderr.count("note: no checkpoints for this run") == 1
+
+
+@pytest.mark.timeout(60)
+def test_checkpoints_do_not_grow_the_trace(tmp_path: Path) -> None:
+    """Each checkpoint is written over the previous one (HDF5 never reuses the space of a deleted dataset)."""
+    sizes = {}
+    for every in ("off", "1"):
+        out = tmp_path / f"{every}.h5"
+        args = ["--backend", "local", "--workers", "3", "--samples", "2000", "--features", "400", "--eval-points",
+                "3", "--algorithm", "psgd", "--T", "900", "--checkpoint-every", every, "--out", str(out), "--quiet",
+                "--fault", "0:899"]
+        assert cli(args, tmp_path).returncode == 1  # failed before completing: the last checkpoint is kept
+        sizes[every] = out.stat().st_size
+    # 898 checkpoints of a 401-number iterate and 3 streams: one checkpoint's worth more, not 898
+    assert sizes["1"] - sizes["off"] < 64 * 1024, sizes
