@@ -186,8 +186,8 @@ class Checkpointer:
         if self.monitor.writer is None or not self._storable:  # nothing collective follows: rank 0 decides alone
             return
         buffers = self.workers.problem.buffers()
-        state = self.algorithm.state()
         try:
+            state = self.algorithm.state()
             if state is None:
                 raise ValueError("its state() returned None")
             check_storable(state)

@@ -182,7 +182,10 @@ class Plan:
         return None
 
     def state(self) -> dict[str, int]:
-        """Where the pass is (for an exact resume)."""
+        """Where the pass is (for an exact resume). A plug-in plan that overrides `next` must override this (and
+        `restore`) too; otherwise it cannot be resumed (TypeError: the run then takes no checkpoints)."""
+        if type(self).next is not Plan.next and type(self).state is Plan.state:
+            raise TypeError(f"{type(self).__name__} overrides next() but not state(): its position cannot be saved")
         return {"given": self._given}
 
     def restore(self, state: dict[str, int]) -> None:

@@ -478,3 +478,21 @@ def test_checkpoints_do_not_grow_the_trace(tmp_path: Path) -> None:
         sizes[every] = out.stat().st_size
     # 898 checkpoints of a 401-number iterate and 3 streams: one checkpoint's worth more, not 898
     assert sizes["1"] - sizes["off"] < 64 * 1024, sizes
+
+
+def test_a_plugin_plan_that_cannot_say_where_it_is_refuses_to_be_saved() -> None:
+    from crpsgd_mpi.schedules import Plan
+
+    class Halving(Plan):
+        def __init__(self) -> None:
+            self.b = 64
+
+        def next(self) -> int | None:
+            self.b //= 2
+            return self.b or None
+
+    with pytest.raises(TypeError, match="overrides next\\(\\) but not state\\(\\)"):
+        Halving().state()
+    plain = Plan(iter([1, 2, 3]))
+    plain.next()
+    assert plain.state() == {"given": 1}
