@@ -27,7 +27,7 @@ help:
 	@echo "make test-mpi only the multi-rank tests (pytest -m mpi); CI runs them again with MPI=mpich"
 	@echo "make install  virtual environment $(VENV) with the package, the $(MPI) wheel and test tools, MPI configured"
 	@echo "make figures  run every experiment family without a complete trace, then draw figures/ and the table"
-	@echo "make figures-deep  the second experiment: ResNet20 on Fashion-MNIST, N = 8 (about 20 minutes)"
+	@echo "make figures-deep  the second experiment: ResNet20 on Fashion-MNIST, N = 8 (about 20 minutes here)"
 	@echo "make bench    performance ratios (kernel vs DRAM read, simulator vs raw mpi4py loop, local vs MPI, schedule cost vs rho)"
 	@echo "make lint     ruff"
 

@@ -28,6 +28,8 @@ def deep_figure(name: str, fam: Any, groups: dict[str, list[Trace]], out: Path) 
     """2 x 3 panels: training loss and test accuracy against epochs and against rounds; the batch per round."""
     fig, axes = plt.subplots(2, 3, figsize=(17, 8.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(groups) > len(colors):  # a grid: one colour per run still
+        colors = [plt.get_cmap("tab20")(i) for i in range(20)]
     for i, (label, traces) in enumerate(sorted(groups.items())):
         tr, c = traces[0], colors[i % len(colors)]
         ev = tr.evals
