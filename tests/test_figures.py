@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from conftest import SMALL_FAMILY as FAMILY
 from crpsgd_mpi.experiment import load_family, needs_run, run_families
 from crpsgd_mpi.figures import Curve, band, first_crossing
 from crpsgd_mpi.figures.plots import staircase_figure, study_figure, theoretical_rounds
@@ -45,26 +46,6 @@ def test_band_median_and_quartiles() -> None:
     med, q1, q3 = band(curves, grid)
     np.testing.assert_allclose(med, [10.0, 10.0])
     assert np.all(q1 < med) and np.all(med < q3)
-
-
-FAMILY = """
-study = "pl"
-title = "test family"
-epsilon = 1e-2
-seeds = [0, 1]
-[base]
-samples = 2000
-features = 5
-T = 300
-workers = 3
-eval_points = 6
-[runs.cr-psgd]
-algorithm = "cr-psgd"
-rho = 1.5
-[runs.psgd-b4]
-algorithm = "psgd"
-batch_size = 4
-"""
 
 
 def test_driver_skips_complete_and_redoes_incomplete(tmp_path: Path) -> None:

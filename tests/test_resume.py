@@ -71,6 +71,19 @@ def references(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trace]:
     return out
 
 
+def wait_for_a_checkpoint(trace: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Until the running job's trace holds a checkpoint (or the job ended, or `timeout` passed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with h5py.File(trace, "r") as f:
+                if "checkpoint" in f:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -134,15 +147,7 @@ def test_the_whole_job_killed_at_any_instant(tmp_path: Path) -> None:
     env = {**os.environ, "CRPSGD_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen([*RUN, *args, "--out", str(out), "--checkpoint-every", "0.3s"], cwd=tmp_path, env=env,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with h5py.File(out, "r") as f:
-                if "checkpoint" in f:
-                    break
-        except OSError:
-            pass
-        time.sleep(0.05)
+    wait_for_a_checkpoint(out, proc)
     time.sleep(0.4)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
@@ -201,15 +206,7 @@ def test_the_whole_mpi_job_killed_at_any_instant(tmp_path: Path, monkeypatch: py
                    tmp_path)
     try:
         job.ranks(2)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and job.proc.poll() is None:
-            try:
-                with h5py.File(out, "r") as f:
-                    if "checkpoint" in f:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.05)
+        wait_for_a_checkpoint(out, job.proc)
         time.sleep(0.3)
     finally:
         job.kill()

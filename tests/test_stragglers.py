@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SMALL_FAMILY as FAMILY
 from crpsgd_mpi import stragglers
 from crpsgd_mpi.experiment import load_family, run_families
 from crpsgd_mpi.figures.curves import load_family_traces
@@ -157,26 +158,6 @@ def test_times_at_evaluations_and_time_to_epsilon() -> None:
     assert math.isnan(time_to_epsilon(t, np.array([1.0, 0.05, 0.02]), 0.01))
     with pytest.raises(ValueError):
         times_at(np.array([1, 2, 3]), cum, np.array([0, 4]))
-
-
-FAMILY = """
-study = "pl"
-title = "test family"
-epsilon = 1e-2
-seeds = [0, 1]
-[base]
-samples = 2000
-features = 5
-T = 300
-workers = 3
-eval_points = 6
-[runs.cr-psgd]
-algorithm = "cr-psgd"
-rho = 1.5
-[runs.psgd-b4]
-algorithm = "psgd"
-batch_size = 4
-"""
 
 
 def test_straggler_study_and_figure(tmp_path: Path) -> None:
