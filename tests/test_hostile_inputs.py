@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import inspect
 import os
 import stat
 import struct
@@ -15,8 +14,6 @@ import h5py
 import numpy as np
 import pytest
 
-import crpsgd_mpi.data.loading
-import crpsgd_mpi.run
 from conftest import HEART, run_cli
 from crpsgd_mpi import limits
 from crpsgd_mpi.config import Config, cli_value
@@ -27,14 +24,6 @@ from crpsgd_mpi.data.synthetic import SYNTHETIC_BLOCK
 from crpsgd_mpi.errors import InputError
 from crpsgd_mpi.schedules import Geometric
 
-# -- checks that run.py and data/loading.py must call (config.cli_value, Config.check_workers, data.base.check_source);
-#    until they do, the cases that depend on them are skipped (not run: unchecked, some would allocate terabytes).
-WIRED_CLI = "cli_value" in inspect.getsource(crpsgd_mpi.run)
-WIRED_WORKERS = "check_workers" in inspect.getsource(crpsgd_mpi.run)
-WIRED_SOURCE = "check_source" in inspect.getsource(crpsgd_mpi.data.loading)
-CLI = pytest.mark.skipif(not WIRED_CLI, reason="run.py does not parse option text with config.cli_value yet")
-WORKERS = pytest.mark.skipif(not WIRED_WORKERS, reason="run.py does not call Config.check_workers(N) yet")
-SOURCE = pytest.mark.skipif(not WIRED_SOURCE, reason="data/loading.py does not call data.base.check_source yet")
 ROOT = os.geteuid() == 0
 BIG = 10**12  # bytes or rows beyond any machine
 
@@ -68,16 +57,16 @@ def refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
 
 #: class 4, command line: (argv, field). Types (strict ASCII digits, finite numbers), ranges, int64, memory.
 CLI_CASES: list[tuple[list[str], str] | object] = [
-    pytest.param(["--T", "\u0663\u0660\u0660"], "T", marks=CLI, id="T-arabic-indic-digits"),
-    pytest.param(["--T", "\uff11\uff10\uff10"], "T", marks=CLI, id="T-fullwidth-digits"),
-    pytest.param(["--samples", "1_000"], "samples", marks=CLI, id="samples-underscore"),
-    pytest.param(["--T", " 50"], "T", marks=CLI, id="T-space"),
-    pytest.param(["--workers", "1e3"], "workers", marks=CLI, id="workers-exponent"),
-    pytest.param(["--seed", "\u0663"], "seed", marks=CLI, id="seed-unicode-digit"),
+    pytest.param(["--T", "\u0663\u0660\u0660"], "T", id="T-arabic-indic-digits"),
+    pytest.param(["--T", "\uff11\uff10\uff10"], "T", id="T-fullwidth-digits"),
+    pytest.param(["--samples", "1_000"], "samples", id="samples-underscore"),
+    pytest.param(["--T", " 50"], "T", id="T-space"),
+    pytest.param(["--workers", "1e3"], "workers", id="workers-exponent"),
+    pytest.param(["--seed", "\u0663"], "seed", id="seed-unicode-digit"),
     pytest.param(["--period", "\u0663", "--algorithm", "local-sgd"], "period", id="period-unicode-digit"),
-    pytest.param(["--rho", "abc"], "rho", marks=CLI, id="rho-word"),
-    pytest.param(["--rho", "\uff11.5"], "rho", marks=CLI, id="rho-fullwidth"),
-    pytest.param(["--rho", "1_0.5"], "rho", marks=CLI, id="rho-underscore"),
+    pytest.param(["--rho", "abc"], "rho", id="rho-word"),
+    pytest.param(["--rho", "\uff11.5"], "rho", id="rho-fullwidth"),
+    pytest.param(["--rho", "1_0.5"], "rho", id="rho-underscore"),
     pytest.param(["--rho", "nan"], "rho", id="rho-nan"),
     pytest.param(["--rho", "inf"], "rho", id="rho-inf"),
     pytest.param(["--gamma", "1e400"], "gamma", id="gamma-overflows-to-inf"),
@@ -93,27 +82,27 @@ CLI_CASES: list[tuple[list[str], str] | object] = [
     pytest.param(["--stall-timeout", "nan"], "stall_timeout", id="stall-timeout-nan"),
     pytest.param(["--T", "100000000000000000000"], "T", id="T-beyond-int64"),
     pytest.param(["--T", str(2**62 + 1)], "T", id="T-beyond-2^62"),
-    pytest.param(["--T", "9" * 60], "T", marks=CLI, id="T-60-digits"),
-    pytest.param(["--seed", str(10**41)], "seed", marks=CLI, id="seed-beyond-seedsequence-int64"),
+    pytest.param(["--T", "9" * 60], "T", id="T-60-digits"),
+    pytest.param(["--seed", str(10**41)], "seed", id="seed-beyond-seedsequence-int64"),
     pytest.param(["--data-seed", str(2**63)], "data_seed", id="data-seed-2^63"),
     pytest.param(["--B1", str(2**63)], "B1", id="B1-2^63"),
     pytest.param(["--eval-points", str(BIG)], "eval_points", id="eval-points-beyond-T"),
     pytest.param(["--T", "100", "--eval-points", "102"], "eval_points", id="eval-points-T+2"),
     pytest.param(["--T", str(10**15), "--eval-points", str(BIG)], "eval_points", id="eval-points-memory"),
     pytest.param(["--samples", str(BIG)], "samples", id="samples-permutation-memory"),
-    pytest.param(["--samples", str(10**8), "--features", "1000"], "samples", marks=SOURCE, id="samples-x-features"),
+    pytest.param(["--samples", str(10**8), "--features", "1000"], "samples", id="samples-x-features"),
     pytest.param(["--features", str(BIG)], "features", id="features-memory"),
-    pytest.param(["--algorithm", "psgd", "--T", str(10**9), "--batch-size", str(10**9)], "batch_size", marks=SOURCE,
+    pytest.param(["--algorithm", "psgd", "--T", str(10**9), "--batch-size", str(10**9)], "batch_size",
                  id="batch-size-buffers"),
-    pytest.param(["--T", str(10**9), "--B1", str(10**9)], "B1", marks=SOURCE, id="B1-buffers"),
-    pytest.param(["--T", str(BIG), "--rho", "1.5"], "T", marks=SOURCE, id="T-largest-geometric-batch"),
+    pytest.param(["--T", str(10**9), "--B1", str(10**9)], "B1", id="B1-buffers"),
+    pytest.param(["--T", str(BIG), "--rho", "1.5"], "T", id="T-largest-geometric-batch"),
     pytest.param(["--algorithm", "local-sgd", "--T", str(10**9), "--period", "1", "--local-batch", str(10**9)],
-                 "local_batch", marks=SOURCE, id="local-batch-buffers"),
+                 "local_batch", id="local-batch-buffers"),
     pytest.param(["--algorithm", "local-sgd", "--local-batch", "20000"], "local_batch", id="local-batch-beyond-T"),
     pytest.param(["--algorithm", "local-sgd", "--period", str(BIG)], "period", id="period-beyond-T"),
-    pytest.param(["--workers", str(10**7), "--samples", str(10**7)], "workers", marks=SOURCE, id="workers-memory"),
+    pytest.param(["--workers", str(10**7), "--samples", str(10**7)], "workers", id="workers-memory"),
     pytest.param(["--workers", "30000"], "workers", id="workers-beyond-samples"),
-    pytest.param(["--fault", "10:1"], "fault", marks=WORKERS, id="fault-worker-outside-N"),
+    pytest.param(["--fault", "10:1"], "fault", id="fault-worker-outside-N"),
     pytest.param(["--fault", "\u0663:1"], "fault", id="fault-unicode-digit"),
     pytest.param(["--fault", f"1:{10**30}"], "fault", id="fault-round-beyond-int64"),
     pytest.param(["--fault=-1:1"], "fault", id="fault-negative"),
@@ -159,7 +148,7 @@ TOML_CASES = [
     pytest.param("checkpoint_every = 2.5\n", "checkpoint_every", id="checkpoint-every-float"),
     pytest.param("checkpoint_every = true\n", "checkpoint_every", id="checkpoint-every-bool"),
     pytest.param("checkpoint_every = -3\n", "checkpoint_every", id="checkpoint-every-negative-int"),
-    pytest.param('fault = "5:1"\nworkers = 2\n', "fault", marks=WORKERS, id="fault-outside-N"),
+    pytest.param('fault = "5:1"\nworkers = 2\n', "fault", id="fault-outside-N"),
     pytest.param("workers = 0\n", "workers", id="workers-zero"),
     pytest.param("stall-timeout = -1.0\n", "stall_timeout", id="stall-timeout-negative"),
     pytest.param('"a\\nb" = 1\n', "a?b", id="key-with-newline"),
@@ -177,7 +166,7 @@ def test_toml_values(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: s
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("field, cli_text, toml_text", [
-    pytest.param("rho", "abc", '"abc"', marks=CLI), pytest.param("T", "1e3", '"1e3"', marks=CLI),
+    pytest.param("rho", "abc", '"abc"'), pytest.param("T", "1e3", '"1e3"'),
     ("rho", "nan", "nan"), ("gamma", "inf", "inf"), ("T", "0", "0"), ("seed", str(2**63), str(2**63)),
     ("samples", str(BIG), str(BIG)), ("label_noise", "0.7", "0.7"),
 ])
@@ -295,8 +284,8 @@ FILE_CASES = [
     pytest.param(h5(X=np.full((20, 3), np.nan), y=Y20), "NaN", id="hdf5-nan"),
     pytest.param(h5(X=np.ones((20, 3)), y=np.full(20, 7.0)), "binary", id="hdf5-labels"),
     pytest.param(filtered, "filter 32001", id="hdf5-filter-unavailable"),
-    pytest.param(lambda d: _empty_h5(d, BIG, 3), "needs about", marks=SOURCE, id="hdf5-1e12-rows-memory"),
-    pytest.param(lambda d: _empty_h5(d, 20, 10**11), "needs about", marks=SOURCE, id="hdf5-1e11-columns-memory"),
+    pytest.param(lambda d: _empty_h5(d, BIG, 3), "needs about", id="hdf5-1e12-rows-memory"),
+    pytest.param(lambda d: _empty_h5(d, 20, 10**11), "needs about", id="hdf5-1e11-columns-memory"),
     pytest.param(special("truncated", "t.h5"), "not a readable HDF5", id="hdf5-truncated"),
     pytest.param(special("text", "t.h5"), "not a readable HDF5", id="hdf5-not-hdf5"),
     pytest.param(special("missing", "none.h5"), "no such file", id="hdf5-missing"),
