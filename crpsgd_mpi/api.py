@@ -7,7 +7,7 @@ import pickle
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from .errors import InputError, RunDiverged, RunFailed, RunInterrupted
 from .outcome import EXIT_DIVERGED, EXIT_OK, say, show
 from .registry import load_plugins
 from .resume_point import ResumePoint, read_resume_point, resumed_config
-from .session import Outcome, Run, decode_error, encode_error, interactive, prepare, summary
+from .session import Outcome, Prepared, Run, agree_on, decode_error, encode_error, interactive, prepare, summary
 from .trace import Trace, load_trace
 
 __all__ = ["config_from", "execute", "execute_resume", "load_trace", "resume", "simulate"]
@@ -76,6 +76,12 @@ def execute(cfg: Config, print_summary: bool = False, config_file: str | Path | 
             _say_input_error(exc, backend.is_root)
         backend.close()
         raise
+    return _run(prepared, print_summary)
+
+
+def _run(prepared: Prepared, print_summary: bool) -> Outcome:
+    """Run what every process prepared; the summary (rank 0, unless quiet) when it completes."""
+    cfg, backend = prepared.cfg, prepared.backend
     outcome = Run(prepared, progress=not cfg.quiet and interactive()).execute()
     if print_summary and outcome.status == "complete" and backend.is_root and not cfg.quiet:
         show(summary(cfg, outcome, backend.n_workers, backend.name))
@@ -121,44 +127,29 @@ def execute_resume(path: str | Path, options: Mapping[str, Any], print_summary: 
     if backend.is_root and not cfg.quiet:
         where = f"round {point.rounds}" if point.checkpoint is not None else "the start (it has no checkpoint yet)"
         say(f"crpsgd_mpi: resuming {point.path} ({point.status}) from {where}")
-    outcome = Run(prepared, progress=not cfg.quiet and interactive()).execute()
-    if print_summary and outcome.status == "complete" and backend.is_root and not cfg.quiet:
-        show(summary(cfg, outcome, backend.n_workers, backend.name))
-    return outcome
+    return _run(prepared, print_summary)
 
 
 def _shared_resume_point(backend: Backend, path: str | Path, given: dict[str, Any]) -> tuple[ResumePoint, Config]:
     """Rank 0 reads the trace (other hosts may not see it); every rank learns the point, or the error."""
-    error: InputError | None = None
-    point: ResumePoint | None = None
-    if backend.is_root:
-        try:
-            point = read_resume_point(path)
-            resumed_config(point, given)
-        except InputError as exc:
-            error = exc
-        except Exception as exc:  # noqa: BLE001 - the other ranks wait for the verdict: never leave them waiting
-            error = InputError("resume", str(path), f"cannot be resumed ({type(exc).__name__}: {exc})")
-    _agree(backend, error)
-    point = pickle.loads(backend.share(pickle.dumps(point) if backend.is_root else None))
-    assert point is not None
-    cfg: Config | None = None
-    try:  # on every rank: its plug-ins, its memory plan
-        cfg = resumed_config(point, given)
+    found: list[ResumePoint] = []
+    agree_on(backend, _attempt(path, lambda: found.append(read_resume_point(path))) if backend.is_root else None)
+    point: ResumePoint = pickle.loads(backend.share(pickle.dumps(found[0]) if backend.is_root else None))
+    made: list[Config] = []
+    agree_on(backend, _attempt(path, lambda: made.append(resumed_config(point, given))))  # every rank: its plug-ins
+    return point, made[0]
+
+
+def _attempt(path: str | Path, check: Callable[[], object]) -> InputError | None:
+    """The InputError `check` raises, None if none; any other exception as an InputError naming the trace (the
+    other ranks wait for the verdict: none may be left waiting)."""
+    try:
+        check()
     except InputError as exc:
-        error = exc
+        return exc
     except Exception as exc:  # noqa: BLE001
-        error = InputError("resume", str(path), f"cannot be resumed ({type(exc).__name__}: {exc})")
-    _agree(backend, error)
-    assert cfg is not None
-    return point, cfg
-
-
-def _agree(backend: Backend, error: InputError | None) -> None:
-    """Every rank learns whether any rank found an error; then every rank raises the same one."""
-    agreed = backend.agree(None if error is None else encode_error(error))
-    if agreed:
-        raise error if error is not None else decode_error(*agreed[0])
+        return InputError("resume", str(path), f"cannot be resumed ({type(exc).__name__}: {exc})")
+    return None
 
 
 def _ended(point: ResumePoint) -> Outcome | None:

@@ -56,8 +56,8 @@ class Checkpoint:
             fmt = int(g.attrs["format"])
             if fmt != CHECKPOINT_FORMAT:
                 raise ValueError(f"format {fmt} (this version reads {CHECKPOINT_FORMAT})")
-            ledger = json.loads(_text(g.attrs["ledger"]))
-            monitor = json.loads(_text(g.attrs["monitor"]))
+            ledger = json.loads(text_of(g.attrs["ledger"]))
+            monitor = json.loads(text_of(g.attrs["monitor"]))
             keys = {"sfo", "rounds", "bytes", "stage", "batch", "elapsed"}
             if not isinstance(ledger, dict) or not keys <= set(ledger):
                 raise ValueError("the ledger is incomplete")
@@ -97,8 +97,7 @@ def write_state(g: h5py.Group, state: State, attrs: dict[str, Any] | None = None
     for key, value in (attrs or {}).items():
         g.attrs[key] = value
     for key, value in state.items():
-        if not isinstance(key, str) or not key or "/" in key or key in (".", ".."):
-            raise ValueError(f"a state key must be a non-empty name without '/': {key!r}")
+        _check_key(key)
         if isinstance(value, dict):
             write_state(g.require_group(key), value)
         elif isinstance(value, np.ndarray):
@@ -123,10 +122,15 @@ def _fixed(text: str) -> np.bytes_:
 
 def read_state(g: h5py.Group) -> State:
     """The state `write_state` stored."""
-    out: State = {key: json.loads(_text(value)) for key, value in g.attrs.items()}
+    out: State = {key: json.loads(text_of(value)) for key, value in g.attrs.items()}
     for key, item in g.items():
         out[key] = read_state(item) if isinstance(item, h5py.Group) else item[()]
     return out
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, str) or not key or "/" in key or key in (".", ".."):
+        raise ValueError(f"a state key must be a non-empty name without '/': {key!r}")
 
 
 def _plain(value: Any) -> Any:
@@ -135,7 +139,8 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot store a {type(value).__name__} in a checkpoint")
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
+    """An HDF5 string attribute as str (h5py gives bytes for fixed-length ones)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -150,7 +155,6 @@ class Checkpointer:
         resumable = getattr(type(algorithm), "state", Algorithm.state) is not Algorithm.state
         self.kind, self.every = plan if plan is not None and resumable else ("off", 0.0)
         self.workers, self.ledger, self.evals, self.monitor, self.algorithm = workers, ledger, evals, monitor, algorithm
-        self.taken = 0
         self._next_round = ledger.rounds + int(self.every) if self.kind == "rounds" else 0
         self._period, self._count = 1, 0  # clock checks: every _period rounds
         self._since = time.monotonic()
@@ -200,14 +204,12 @@ class Checkpointer:
         point = Checkpoint(self.ledger.state(), self.monitor.n_evals, self.evals.state(), self.monitor.state(), rngs,
                            None if buffers is None else np.array(buffers[0]), state)
         self.monitor.flush(checkpoint=point.write)
-        self.taken += 1
 
 
 def check_storable(state: State) -> None:
     """TypeError or ValueError unless `write_state` can store `state`."""
     for key, value in state.items():
-        if not isinstance(key, str) or not key or "/" in key or key in (".", ".."):
-            raise ValueError(f"a state key must be a non-empty name without '/': {key!r}")
+        _check_key(key)
         if isinstance(value, dict):
             check_storable(value)
         elif not isinstance(value, np.ndarray):

@@ -13,7 +13,7 @@ from typing import Any
 
 import h5py
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, text_of
 from .config import Config
 from .errors import InputError
 from .registry import load_plugins
@@ -69,9 +69,9 @@ def read_resume_point(path: str | Path) -> ResumePoint:
             attrs = dict(f.attrs)
             if "run_config" not in attrs or "status" not in attrs:
                 raise refuse("is not a trace of a run this version can resume (no recorded run configuration)")
-            options = json.loads(_text(attrs["run_config"]))
-            resolved = json.loads(_text(attrs["config"]))
-            history = json.loads(_text(attrs.get("resumes", "[]")))
+            options = json.loads(text_of(attrs["run_config"]))
+            resolved = json.loads(text_of(attrs["config"]))
+            history = json.loads(text_of(attrs.get("resumes", "[]")))
             if not isinstance(options, dict) or not isinstance(resolved, dict) or not isinstance(history, list):
                 raise ValueError("its run_config, config or resumes attribute is not what this version writes")
             n_workers = int(attrs["N"])
@@ -84,8 +84,8 @@ def read_resume_point(path: str | Path) -> ResumePoint:
                 if point.rounds > f["rounds/round"].shape[0] or point.evals > f["evals/round"].shape[0]:
                     raise refuse("its checkpoint is ahead of its rows (the file was edited)")
             f_star = attrs.get("f_star")
-            fingerprint = _text(attrs["data_fingerprint"]) if "data_fingerprint" in attrs else None
-            return ResumePoint(p, _text(attrs["status"]), options, n_workers, resolved.get("L"),
+            fingerprint = text_of(attrs["data_fingerprint"]) if "data_fingerprint" in attrs else None
+            return ResumePoint(p, text_of(attrs["status"]), options, n_workers, resolved.get("L"),
                                None if f_star is None else float(f_star), fingerprint,
                                int(resolved.get("n_features", 0)), point, history)
     except InputError:
@@ -112,14 +112,9 @@ def resumed_config(point: ResumePoint, given: dict[str, Any]) -> Config:
                                          f"{', '.join(sorted(CHANGEABLE))} may change on a resume")
         options[key] = value
     options["out"], options["overwrite"], options["workers"] = str(point.path), True, point.n_workers
-    plugins = options.get("plugin", ())
-    load_plugins([plugins] if isinstance(plugins, str) else plugins)  # the recorded run's plug-ins define its names
+    load_plugins(options.get("plugin", ()))  # the recorded run's plug-ins define its names
     return Config.from_mapping(options, source=f"the run recorded in {point.path}")
 
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -74,18 +74,13 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
             algorithm.create(Setting(cfg, backend.n_workers, None))
     except InputError as exc:
         error = exc
-    agreed = backend.agree(None if error is None else encode_error(error))
-    if agreed:
-        if error is not None:
-            raise error
-        raise decode_error(*agreed[0])
+    agree_on(backend, error)
     assert algorithm is not None and problem is not None
     return Prepared(cfg, backend, algorithm, problem, out, resume)
 
 
 def _fits(point: ResumePoint, problem: Problem) -> None:
-    """The checkpoint's arrays have this problem's shapes, and the trace's folder has room for the copy every change
-    of the trace makes (checked before the trace is touched)."""
+    """The checkpoint's arrays have this problem's shapes (checked before the trace is touched)."""
     cp = point.checkpoint
     if cp is not None:
         x = cp.algorithm.get("x")
@@ -115,6 +110,14 @@ def _same_data(point: ResumePoint, problem: Problem, cfg: Config) -> None:
     if point.n_features and problem.dim != point.n_features:
         raise InputError("dataset", cfg.dataset, f"has dimension {problem.dim}, the run recorded in {point.path} "
                                                  f"had {point.n_features}")
+
+
+def agree_on(backend: Backend, error: InputError | None) -> None:
+    """Collective: every process learns whether any process found an error (`error` is this one's); then every
+    process raises the same one (its own, or the first process's)."""
+    agreed = backend.agree(None if error is None else encode_error(error))
+    if agreed:
+        raise error if error is not None else decode_error(*agreed[0])
 
 
 def encode_error(error: InputError) -> str:
@@ -239,7 +242,8 @@ class Run:
             point.checkpoint.restore(workers, ledger, plan, self.monitor)
             state = point.checkpoint.algorithm
         checkpointer = Checkpointer(cfg.checkpoint_plan(), workers, ledger, plan, self.monitor, algorithm)
-        self.monitor.after_round = checkpointer.after_round
+        if checkpointer.kind != "off":  # nothing is called after each round otherwise
+            self.monitor.after_round = checkpointer.after_round
         if state is None:
             self.monitor.evaluate(x0)
             x = algorithm.run(workers, x0)
