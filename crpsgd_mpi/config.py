@@ -31,7 +31,7 @@ DEFAULT_CHECKPOINT_EVERY = "60s"
 _TIME_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 #: A configuration is a few hundred bytes; a file far larger is not one (and is not read into memory).
 MAX_CONFIG_BYTES = 1 << 20
-#: Longest --stall-timeout (about 31.7 years); 0 turns the watchdog off.
+#: Longest --stall-timeout and --checkpoint-every time (about 31.7 years); a stall timeout of 0 turns the watchdog off.
 MAX_STALL_TIMEOUT = 1e9
 #: Strict forms of a number on the command line: ASCII digits only (int() also takes other scripts' digits,
 #: full-width digits, underscores and surrounding spaces); a float may also be nan or inf, judged by `validate`.
@@ -305,12 +305,6 @@ class Config:
         if point is not None and point[0] >= n_workers:
             raise InputError("fault", self.fault, f"worker {point[0]} does not exist: the run has workers "
                                                   f"0..{n_workers - 1}")
-
-    def with_updates(self, **changes: Any) -> Config:
-        """A validated copy with some fields changed."""
-        cfg = dataclasses.replace(self, **changes)
-        cfg.validate()
-        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (None kept)."""

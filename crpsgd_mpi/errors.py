@@ -30,16 +30,6 @@ class Interrupted(Exception):
     """SIGINT or SIGTERM arrived while running."""
 
 
-class PeerFailure(RuntimeError):
-    """Another rank reported an error; the message names the rank."""
-
-    def __init__(self, rank: int, message: str, status: str, exit_code: int) -> None:
-        self.rank = rank
-        self.status = status
-        self.exit_code = exit_code
-        super().__init__(f"rank {rank}: {message}")
-
-
 class Diverged(ArithmeticError):
     """The iterate stopped being finite."""
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from .outcome import EXIT_INTERRUPTED
 from .procs import kill_tree, process_alive, process_tree, send
 
-EXIT_TIMEOUT, EXIT_INTERRUPTED = 124, 130
+EXIT_TIMEOUT = 124
 
 
 @dataclass

@@ -134,14 +134,18 @@ def require(needs: Sequence[Need], processes: int = 1) -> None:
 
 
 def largest_batch(cfg: Config, n_workers: int) -> tuple[int, str]:
-    """(an upper bound on the largest per-worker batch the run will draw, the option that sets it)."""
+    """(the largest per-worker batch the memory plan provides for, the option that sets it): the fixed batch of
+    psgd and local-sgd, else the largest batch of the geometric schedule (B1, rho) under the budget (Catalyst: its
+    inner budget). Other schedules are planned as geometric: a step or norm-test schedule may draw larger batches."""
     if cfg.algorithm == "psgd":
         return cfg.batch_size, "batch_size"
     if cfg.algorithm == "local-sgd":
         return cfg.local_batch, "local_batch"
     budget = cfg.T
     if cfg.algorithm == "catalyst":
-        budget = math.isqrt(cfg.T // n_workers) if cfg.T >= n_workers else 0
+        from .algorithms.catalyst import catalyst_counts
+
+        budget = catalyst_counts(n_workers, cfg.T)[1]
     bound = geometric_batch_bound(budget, cfg.B1, cfg.rho)
     return bound, ("B1" if bound <= cfg.B1 else "T")
 

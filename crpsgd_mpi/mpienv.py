@@ -54,7 +54,8 @@ def detect_mpi(prefix: Path) -> str:
 
 def _activation_blocks() -> dict[str, str]:
     """Lines appended to each activation script: point Open MPI at this environment's files (OPAL_PREFIX, for
-    ranks that srun starts), export the root permission when the user is root, and let `deactivate` take both back."""
+    ranks that srun starts), export the root permission when the user is root, and (bash/zsh) let `deactivate` take
+    both back."""
     names = " ".join((*ROOT_VARIABLES, PREFIX_VARIABLE))
     bash = (
         f'export {PREFIX_VARIABLE}="$VIRTUAL_ENV"\n'

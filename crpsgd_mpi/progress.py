@@ -22,7 +22,7 @@ def _width() -> int:
 
 class Progress:
     """A tqdm bar over the SFO budget, refreshed at most every `interval` seconds; the clock is read once every
-    `stride` rounds (adapted to the round rate), so a round costs one integer comparison."""
+    `_next_round` (a stride of rounds adapted to the round rate), so a round costs one integer comparison."""
 
     def __init__(self, T: int, interval: float = 0.25, file: TextIO | None = None) -> None:
         from tqdm import tqdm

@@ -112,14 +112,11 @@ def load_plugins(specs: Iterable[str]) -> None:
                 importlib.import_module(spec)
         except InputError:
             raise
-        except ModuleNotFoundError as exc:
-            if exc.name and (spec == exc.name or spec.startswith(exc.name + ".")):
+        except Exception as exc:  # noqa: BLE001 - a plug-in's own error, reported as one line
+            if isinstance(exc, ModuleNotFoundError) and exc.name and (spec == exc.name or spec.startswith(exc.name + ".")):
                 raise InputError("plugin", spec, f"cannot import: {exc}") from None
             raise InputError("plugin", spec, f"failed while importing{_where(exc, path)}: {type(exc).__name__}: "
                              f"{exc}") from None
-        except Exception as exc:  # noqa: BLE001 - a plug-in's own error, reported as one line
-            where = _where(exc, path)
-            raise InputError("plugin", spec, f"failed while importing{where}: {type(exc).__name__}: {exc}") from None
 
 
 def _where(exc: BaseException, path: Path) -> str:

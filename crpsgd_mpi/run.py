@@ -124,13 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg, config_file = parse(argv)
         if cfg is None:
             return EXIT_OK
+        hint = ""  # a resumed trace that had diverged says what to do itself
         if isinstance(cfg, Resume):
             outcome = execute_resume(cfg.path, cfg.options, print_summary=True, say_errors=True)
-            if outcome.status == "diverged":
-                _say_root(f"crpsgd_mpi: diverged: {outcome.message}")
-                return outcome.exit_code
         else:
             outcome = execute(cfg, print_summary=True, config_file=config_file, say_errors=True)
+            hint = " (lower --gamma)"
     except InputError as exc:
         if not getattr(exc, "reported", False):
             refuse(exc)
@@ -138,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted:
         return EXIT_INTERRUPTED
     if outcome.status == "diverged":
-        _say_root(f"crpsgd_mpi: diverged: {outcome.message} (lower --gamma)")
+        _say_root(f"crpsgd_mpi: diverged: {outcome.message}{hint}")
     return outcome.exit_code
 
 

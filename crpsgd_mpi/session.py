@@ -23,7 +23,7 @@ from .algorithms import ALGORITHMS, Algorithm, Setting
 from .checkpoint import Checkpointer
 from .comm import Backend
 from .config import Config
-from .errors import Diverged, InputError, Interrupted, PeerFailure
+from .errors import Diverged, InputError, Interrupted
 from .fstar_cache import cache_path, cached_optimum
 from .ledger import EvalPlan, Ledger
 from .monitor import Monitor
@@ -348,9 +348,9 @@ class Run:
 
     def _fail(self, exc: BaseException) -> Outcome:
         status, code = _status_of(exc)
-        ours = isinstance(exc, (PeerFailure, TraceWriteError, InputError))
+        ours = isinstance(exc, (TraceWriteError, InputError))
         message = str(exc) if ours else f"{type(exc).__name__}: {exc}"
-        # the trace keeps the traceback of the process that failed (a peer sends its own along)
+        # the trace keeps the traceback of the process that failed
         detail = "" if status == "interrupted" or ours else "\n" + traceback.format_exc()
         if not self.backend.claim_ending():  # the supervisor is ending the job already
             _wait_for_the_end()
@@ -383,8 +383,6 @@ def _wait_for_the_end() -> None:
 def _status_of(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, InputError):
         return "failed", EXIT_USAGE
-    if isinstance(exc, PeerFailure):
-        return exc.status, exc.exit_code
     if isinstance(exc, (Interrupted, KeyboardInterrupt)):
         return "interrupted", EXIT_INTERRUPTED
     if isinstance(exc, SystemExit):

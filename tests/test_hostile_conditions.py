@@ -310,6 +310,7 @@ def test_a_signal_at_any_moment_of_an_in_process_run(tmp_path: Path, sig: signal
     assert any(s == "interrupted" for _, _, s in seen)  # the later moments did reach the rounds
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(400)
 def test_sigint_to_mpiexec_at_any_moment(tmp_path: Path) -> None:
     from crpsgd_mpi.mpienv import detect_mpi
@@ -328,6 +329,7 @@ def test_sigint_to_mpiexec_at_any_moment(tmp_path: Path) -> None:
         assert job.leftovers() == []
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_to_the_launcher_ends_the_whole_job(tmp_path: Path, sig: signal.Signals) -> None:

@@ -34,6 +34,7 @@ def test_example_plugin_counts_equal_closed_form(tmp_path: Path, T: int, B1: int
     assert tr.status == "complete" and tr.config["gamma"] == pytest.approx(1 / tr.config["L"])
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(180)
 def test_example_plugin_under_plain_mpiexec_equals_in_process(tmp_path: Path) -> None:
     out = tmp_path / "mpi.h5"
@@ -49,6 +50,7 @@ def test_example_plugin_under_plain_mpiexec_equals_in_process(tmp_path: Path) ->
     assert np.array_equal(a.evals["loss"], b.evals["loss"]) and np.array_equal(a.x, b.x)
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(120)
 def test_plugin_failure_on_one_rank_ends_the_job_and_marks_the_trace(tmp_path: Path) -> None:
     plugin = tmp_path / "breaks.py"

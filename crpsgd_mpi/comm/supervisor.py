@@ -23,20 +23,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
+from ..outcome import EXIT_FAILED, EXIT_INTERRUPTED, say, say_to_launcher, silences_output
 from ..procs import process_alive
 
 if TYPE_CHECKING:
     from mpi4py import MPI
 
 TAG_FAIL, TAG_ARRIVED, TAG_LOST = 77, 78, 79
-EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
 #: (status, message, exit code, launcher ending the job?): mark the trace and say one line (rank 0 only).
 Fatal = Callable[[str, str, int, bool], None]
 
 
 class Heartbeat:
-    """What the main thread is doing, written around every collective (two attribute stores) and read by the
+    """What the main thread is doing, written around every collective (a few attribute stores) and read by the
     supervisor: collectives entered, when the current wait began (0 when not waiting), the last completion."""
 
     __slots__ = ("seq", "waiting_since", "last_progress")
@@ -164,7 +164,7 @@ class Supervisor(threading.Thread):
 
     def _on_signal(self, signum: int, sender: int) -> None:
         name = signal.Signals(signum).name
-        by_launcher = sender == self._launcher and _silences_output(sender)
+        by_launcher = sender == self._launcher and silences_output(sender)
         if self.rank == 0:
             lost = self._dead_peers()
             if lost:
@@ -202,7 +202,7 @@ class Supervisor(threading.Thread):
             return
         self._reported_lost.update(lost)
         if self.rank == 0:  # Open MPI's launcher has seen it too and is ending the job
-            self._end("failed", _lost_message(lost), EXIT_FAILED, _silences_output(self._launcher))
+            self._end("failed", _lost_message(lost), EXIT_FAILED, silences_output(self._launcher))
         else:
             self._send(lost, TAG_LOST)
 
@@ -264,13 +264,5 @@ def _lost_message(ranks: list[int]) -> str:
     return f"{_ranks(ranks)} lost: the process ended without a report (killed by a signal, or crashed)"
 
 
-def _silences_output(pid: int) -> bool:
-    from ..outcome import silences_output
-
-    return silences_output(pid)
-
-
 def _say_only(status: str, message: str, code: int, by_launcher: bool = False) -> None:
-    from ..outcome import say, say_to_launcher
-
     (say_to_launcher if by_launcher else say)(f"crpsgd_mpi: {status}: {message}")
