@@ -310,7 +310,6 @@ def test_a_signal_at_any_moment_of_an_in_process_run(tmp_path: Path, sig: signal
     assert any(s == "interrupted" for _, _, s in seen)  # the later moments did reach the rounds
 
 
-@pytest.mark.mpi
 @pytest.mark.timeout(400)
 def test_sigint_to_mpiexec_at_any_moment(tmp_path: Path) -> None:
     from crpsgd_mpi.mpienv import detect_mpi
