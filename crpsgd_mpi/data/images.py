@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -75,7 +74,6 @@ class Cifar10Images(ImageSource):
     name, shape, classes = "cifar10", (3, 32, 32), 10
 
     def __init__(self, folder: str) -> None:
-        self.folder = Path(folder)
         self.layout: Cifar10Layout = find_cifar10(folder)
         self._counts = {s: sum(count_rows(self.layout, s)) for s in SPLITS}
 

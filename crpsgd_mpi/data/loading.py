@@ -61,9 +61,7 @@ def load(cfg: Config, n_workers: int, workers: Sequence[int]) -> Dataset:
     of that one matrix (views where it is dense), each checked as if loaded alone."""
     source = open_source(cfg)
     check_source(cfg, source, n_workers, len(workers))
-    n_rows = source.n_rows
-    if n_workers > n_rows:
-        raise InputError("workers", n_workers, f"more workers than samples ({n_rows})")
+    n_rows = source.n_rows  # check_source refused more workers than samples
     perm = shuffle(n_rows, cfg.seed)
     bounds = shard_bounds(n_rows, n_workers)
     workers = list(workers)

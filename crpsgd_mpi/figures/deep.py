@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..trace import Trace  # noqa: E402
+from .plots import _save  # noqa: E402
 
 HEADER = ["family", "run", "gamma", "rounds", "SFO/worker", "epochs", "final training loss", "final test accuracy",
           "best test accuracy", "wall time (s)"]
@@ -54,12 +55,7 @@ def deep_figure(name: str, fam: Any, groups: dict[str, list[Trace]], out: Path) 
     any_tr = next(iter(groups.values()))[0]
     fig.suptitle(f"{fam.title}: N={any_tr.attrs['N']}, T={any_tr.attrs['T']} SFO per worker "
                  f"({float(epochs(any_tr, np.array([any_tr.attrs['T']]))[0]):.3g} epochs), seed 0")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return paths
+    return _save(fig, out, name, dpi=100)
 
 
 def deep_rows(fam: Any, groups: dict[str, list[Trace]]) -> list[list[str]]:

@@ -52,11 +52,11 @@ def theoretical_rounds(cfg: dict[str, Any]) -> int | None:
     return T // (resolve_period(cfg["period"], N, T) * int(cfg["local_batch"]))
 
 
-def _save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
+def _save(fig: plt.Figure, out: Path, name: str, dpi: int = 110) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
     for p in paths:
-        fig.savefig(p, dpi=110, bbox_inches="tight")
+        fig.savefig(p, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return paths
 

@@ -183,7 +183,7 @@ def stacked_loss_grad_sums(X3: np.ndarray, y2: np.ndarray, x: np.ndarray,
 
 
 def gram_apply(X: Matrix, v: np.ndarray) -> np.ndarray:
-    """X^T (X v): one step of power iteration on the shard's Gram matrix (unscaled); dense X by the same two
+    """X^T (X v): the shard's Gram matrix (unscaled) applied to v, one Lanczos product for L; dense X by the same two
     kernels as `loss_grad_sums`."""
     if not isinstance(X, np.ndarray):
         return np.asarray(X.T @ (X @ v)).ravel()
