@@ -61,8 +61,8 @@ def kernel_rates(rows: int, repeats: int, d: int = 785, d_sparse: int = 47236) -
     rng = np.random.default_rng(0)
     Xb = rng.standard_normal((1, rows, d))
     yb = rng.choice([-1.0, 1.0], (1, rows))
-    x, out, work = rng.standard_normal((1, d)), np.empty((1, d)), np.empty((1, rows))
-    dense = timed(lambda: dense_minibatch_grads(Xb, yb, x, out, work), repeats)
+    x, out = rng.standard_normal((1, d)), np.empty((1, d))
+    dense = timed(lambda: dense_minibatch_grads(Xb, yb, x, out), repeats)
     S = sp.random(rows, d_sparse, density=47 / d_sparse, format="csr", random_state=0)
     xs, outs = rng.standard_normal(d_sparse), np.empty(d_sparse)
     sparse = timed(lambda: sparse_minibatch_grad(S, yb[0], xs, outs), repeats)
@@ -87,23 +87,30 @@ def llc_bytes() -> int:
     return 32 << 20
 
 
-def _einsum_grads(Xb: np.ndarray, yb: np.ndarray, models: np.ndarray, out: np.ndarray, work: np.ndarray) -> None:
-    """The dense kernel before blocked BLAS (einsum, two passes over X), kept as the reference."""
+def _blas_grads(Xb: np.ndarray, yb: np.ndarray, models: np.ndarray, out: np.ndarray) -> None:
+    """The dense kernel before fixed-order arithmetic (blocked one-threaded BLAS, both products per block while it is
+    in cache), kept as the speed reference: its bits depend on the BLAS build, the CPU and the alignment."""
     from scipy.special import expit
+    from threadpoolctl import threadpool_limits
 
-    z = np.einsum("wbj,wj->wb", Xb, models, out=work)
-    z *= yb
-    np.negative(z, out=z)
-    expit(z, out=z)
-    z *= yb
-    z *= -1.0 / yb.shape[1]
-    np.einsum("wbj,wb->wj", Xb, z, out=out)
+    B, d = Xb.shape[1], Xb.shape[2]
+    R = max(8, (1 << 19) // (8 * d) // 8 * 8)
+    with threadpool_limits(1, user_api="blas"):
+        for lo in range(0, B, R):
+            blk, yblk = Xb[0, lo:lo + R], yb[0, lo:lo + R]
+            z = blk @ models[0]
+            z *= yblk
+            part = (-yblk * expit(-z) / B) @ blk
+            if lo:
+                out[0] += part
+            else:
+                out[0] = part
 
 
 def dense_sweep(batches: list[int], repeats: int, read_GBps: float, d: int = 785) -> list[dict[str, object]]:
     """The dense minibatch kernel for batch sizes B from 1 to beyond the LLC, median GB/s of the batch's X and its
-    share of the read rate: on an aligned batch (what a rank's gather gives it), on a misaligned one (every block
-    copied into aligned scratch first), gathered from a 16384-row shard (the simulator's own path), and einsum."""
+    share of the read rate: on an aligned batch, on a misaligned one (the same bits), gathered from a 16384-row shard
+    (the simulator's own path), and the blocked BLAS kernel it replaced (machine-dependent bits) for reference."""
     from .memory import aligned_empty
 
     rng = np.random.default_rng(0)
@@ -117,16 +124,17 @@ def dense_sweep(batches: list[int], repeats: int, read_GBps: float, d: int = 785
 
 def _sweep_row(B: int, d: int, buf: np.ndarray, shard: np.ndarray, y_shard: np.ndarray, rng: np.random.Generator,
                repeats: int, read_GBps: float) -> dict[str, object]:
-    from .problems import gathered_minibatch_grad, uses_blas
+    from .problems import gathered_minibatch_grad, uses_compiled
 
     Xa = buf[:B * d].reshape(1, B, d)
     Xm = buf[1:B * d + 1].reshape(1, B, d)  # 8 bytes off a 64-byte boundary
     yb, x = rng.choice([-1.0, 1.0], (1, B)), rng.standard_normal((1, d)) * 0.01
-    g, work, idx = np.empty((1, d)), np.empty((1, B)), rng.integers(0, shard.shape[0], B)
+    g, idx = np.empty((1, d)), rng.integers(0, shard.shape[0], B)
+    work = np.empty((1, B, d)) if not uses_compiled(B, d) else None
     Xg, yg = np.empty((1, B, d)), np.empty((1, B))
 
     def gathered() -> None:
-        if uses_blas(B, d):
+        if uses_compiled(B, d):
             gathered_minibatch_grad(shard, y_shard, idx, x[0], g[0])
             return
         shard.take(idx, axis=0, out=Xg[0], mode="clip")
@@ -137,8 +145,8 @@ def _sweep_row(B: int, d: int, buf: np.ndarray, shard: np.ndarray, y_shard: np.n
     t = {"aligned": timed(lambda: dense_minibatch_grads(Xa, yb, x, g, work), reps),
          "misaligned": timed(lambda: dense_minibatch_grads(Xm, yb, x, g, work), reps),
          "gathered": timed(gathered, reps),
-         "einsum": timed(lambda: _einsum_grads(Xa, yb, x, g, work), reps)}
-    row: dict[str, object] = {"B": B, "MB": Xa.nbytes / 1e6, "kernel": "blas" if uses_blas(B, d) else "einsum"}
+         "blas": timed(lambda: _blas_grads(Xa, yb, x, g), reps)}
+    row: dict[str, object] = {"B": B, "MB": Xa.nbytes / 1e6, "kernel": "compiled" if uses_compiled(B, d) else "numpy"}
     for name, v in t.items():
         gbps = Xa.nbytes / v["median"] / 1e9
         row[name] = {**v, "GBps": gbps, "of_read": gbps / read_GBps}
@@ -381,7 +389,7 @@ def report(r: dict[str, object]) -> str:
     for row in r["dense_sweep"]:  # type: ignore[union-attr]
         lines.append(f"dense kernel B={row['B']} ({row['MB']:.3g} MB, {row['kernel']}): " + "; ".join(
             f"{name} {row[name]['GBps']:.1f} GB/s = {row[name]['of_read']:.0%}"
-            for name in ("aligned", "misaligned", "gathered", "einsum")))
+            for name in ("aligned", "misaligned", "gathered", "blas")))
     for name, v in r["scale"].items():  # type: ignore[union-attr]
         lines.append(f"in process, {name} ({' '.join(v['args'])}): {v['cold_s']:.1f} s, peak {v['cold_MB']:.0f} MB "
                      f"computing f*; {_mm(v['warm'])}, peak {v['warm_MB']:.0f} MB with f* cached")

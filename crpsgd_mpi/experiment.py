@@ -273,7 +273,7 @@ def fstar_key(run: Run) -> str | None:
     if cfg.model != "logreg" or cfg.regularizer != "l2":
         return None
     try:
-        return cache_key(cfg, _fingerprint(cfg))
+        return cache_key(cfg, _fingerprint(cfg), cfg.workers if cfg.workers is not None else 10)
     except InputError:  # e.g. a missing data file: the run itself will fail and say so
         return None
 

@@ -26,11 +26,11 @@ def cache_path() -> Path:
     return Path(root) / "fstar.json"
 
 
-def cache_key(cfg: Config, fingerprint: str) -> str:
+def cache_key(cfg: Config, fingerprint: str, n_workers: int) -> str:
     """The key of logistic regression's f* (see `LogisticRegression.optimum_key`)."""
     from .problems.logreg import optimum_cache_key
 
-    return optimum_cache_key(cfg, fingerprint)
+    return optimum_cache_key(cfg, fingerprint, n_workers)
 
 
 def cached_optimum(workers: Workers, x0: np.ndarray, key: str) -> float:

@@ -12,6 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .arith import dot
 from .errors import Diverged
 from .ledger import EVAL_COLUMNS, EvalPlan, Ledger
 from .progress import Progress
@@ -73,7 +74,7 @@ class Monitor:
         spent = time.perf_counter() - t0
         self.eval_time += spent
         self.ledger.exclude(spent)
-        gn = float(grad @ grad) if grad is not None else math.nan
+        gn = dot(grad, grad) if grad is not None else math.nan
         sub = loss - self.f_star if self.f_star is not None else math.nan
         test_loss, test_accuracy = self.last_test if self.last_test is not None else (math.nan, math.nan)
         row = (self.ledger.rounds, self.ledger.sfo, loss, gn, sub, test_loss, test_accuracy)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .arith import dot
 from .errors import InputError
 from .registry import SCHEDULES
 
@@ -344,7 +345,7 @@ class _NormTestPlan(Plan):
         self.batch, self.left = int(state["batch"]), int(state["left"])
 
     def observe(self, mean_grad: np.ndarray, mean_sq_norm: float, n_workers: int, batch: int) -> None:
-        g2 = float(mean_grad @ mean_grad)
+        g2 = dot(mean_grad, mean_grad)
         spread = n_workers / (n_workers - 1) * max(mean_sq_norm - g2, 0.0)  # estimates sigma^2 / batch
         if spread <= n_workers * self.theta2 * g2:
             return

@@ -57,18 +57,20 @@ def test_each_fstar_is_computed_by_the_first_run_needing_it(tmp_path: Path, monk
     monkeypatch.setenv("CRPSGD_CACHE", str(tmp_path / "cache"))
     runs = [r for p in families(tmp_path) for r in load_family(p).expand(tmp_path / "r")]
     keys = [fstar_key(r) for r in runs]
-    assert keys.count(None) == 2 and len({k for k in keys if k}) == 2  # nonconvex runs need no f*
+    # nonconvex runs need no f*; f* is one per partition of the data (seed and N), shared by the runs on it
+    assert keys.count(None) == 2 and len({k for k in keys if k}) == 4
     order = FstarOrder(runs)
     first = list(order.startable(8))
-    # every run without f* starts, and for each f* only its first run: cr-psgd seed 0 and other's N=1 run
+    # every run without f* starts, and for each f* only its first run
     assert [(r.family, r.label, r.seed) for r in first] == [
-        ("fam", "cr-psgd", 0), ("fam", "nc", 0), ("fam", "nc", 1), ("other", "cr-psgd-N1", 0)]
+        ("fam", "cr-psgd", 0), ("fam", "cr-psgd", 1), ("fam", "nc", 0), ("fam", "nc", 1), ("other", "cr-psgd-N1", 0),
+        ("other", "cr-psgd-N2", 0)]
     assert list(order.startable(8)) == []
     store(cache_path(), keys[0], 0.5)  # what the first run writes
     order.finished(first[0])
-    assert [(r.label, r.seed) for r in order.startable(8)] == [("cr-psgd", 1), ("psgd-b4", 0), ("psgd-b4", 1)]
-    order.finished(first[3])  # failed: wrote nothing, so the next run needing that f* computes it alone
-    assert [r.label for r in order.startable(8)] == ["cr-psgd-N2"]
+    assert [(r.label, r.seed) for r in order.startable(8)] == [("psgd-b4", 0)]
+    order.finished(first[1])  # failed: wrote nothing, so the next run needing that f* computes it alone
+    assert [(r.label, r.seed) for r in order.startable(8)] == [("psgd-b4", 1)]
     assert not order.pending
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..arith import row_dots
 from ..config import Config
 from ..errors import InputError
 from ..schedules import BatchSchedule, make_schedule
@@ -55,7 +56,7 @@ class CRPSGD(Algorithm):
                 g = workers.average(rows)
             else:
                 spread[:, :-1] = rows
-                np.einsum("ij,ij->i", rows, rows, out=spread[:, -1])
+                spread[:, -1] = row_dots(rows, rows)
                 mean = workers.average(spread)
                 g = mean[:-1]
                 plan.observe(g, float(mean[-1]), workers.n, batch)

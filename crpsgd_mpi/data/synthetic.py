@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from ..memory import aligned_empty
+from ..arith import dot, row_dots
 from ..seeding import Stream, rng_for
 from .base import Matrix, Source
 
@@ -26,9 +28,10 @@ class SyntheticSource(Source):
         self.samples, self.features = samples, features
         self.condition, self.label_noise, self.data_seed = condition, label_noise, data_seed
         exps = np.arange(features) / max(features - 1, 1)
-        self.scales = condition ** (-0.5 * exps)
+        # the C library's pow, one value at a time: numpy's AVX-512 power rounds differently
+        self.scales = np.array([math.pow(condition, -0.5 * e) for e in exps.tolist()])
         w = rng_for(data_seed, Stream.SYNTHETIC_WEIGHTS).standard_normal(features)
-        self.w_star = 3.0 * w / np.linalg.norm(w * self.scales)
+        self.w_star = 3.0 * w / math.sqrt(dot(w * self.scales, w * self.scales))
 
     @property
     def n_rows(self) -> int:
@@ -39,7 +42,7 @@ class SyntheticSource(Source):
         m = min(SYNTHETIC_BLOCK, self.samples - start)
         rng = rng_for(self.data_seed, Stream.SYNTHETIC_ROWS, b)
         X = rng.standard_normal((m, self.features)) * self.scales
-        y = np.where(X @ self.w_star >= 0, 1.0, -1.0)
+        y = np.where(row_dots(X, self.w_star) >= 0, 1.0, -1.0)
         flip = rng.random(m) < self.label_noise
         y[flip] = -y[flip]
         return X, y
@@ -47,7 +50,7 @@ class SyntheticSource(Source):
     def rows(self, index: np.ndarray, intercept: bool = False) -> tuple[Matrix, np.ndarray]:
         """Rows `index` (any order): each 4096-row block they touch is generated once, whatever their number."""
         f = self.features
-        X = aligned_empty((index.size, f + intercept))  # blocks of an aligned shard go to BLAS without a copy
+        X = np.empty((index.size, f + intercept))
         if intercept:
             X[:, f] = 1.0
         y = np.empty(index.size)

@@ -9,16 +9,15 @@ from .kernels import (
     gathered_minibatch_grad,
     gram_apply,
     loss_grad_sums,
-    one_blas_thread,
     sparse_minibatch_grad,
     stacked_gram_apply,
     stacked_loss_grad_sums,
-    uses_blas,
+    uses_compiled,
 )
 from .logreg import LogisticRegression
 from .regularizers import L2, NonConvex, NoRegularizer, Regularizer, make_regularizer
 
 __all__ = ["L2", "PROBLEMS", "LogisticRegression", "NoRegularizer", "NonConvex", "Problem", "Reduce", "Regularizer",
            "Smoothness", "block_rows", "dense_minibatch_grads", "gathered_minibatch_grad", "gram_apply",
-           "loss_grad_sums", "make_regularizer", "one_blas_thread", "register_problem", "sparse_minibatch_grad",
-           "stacked_gram_apply", "stacked_loss_grad_sums", "uses_blas"]
+           "loss_grad_sums", "make_regularizer", "register_problem", "sparse_minibatch_grad",
+           "stacked_gram_apply", "stacked_loss_grad_sums", "uses_compiled"]

@@ -7,38 +7,36 @@ import numpy as np
 
 from ..config import Config
 from ..data import Dataset, Shard, load
-from ..memory import aligned_empty, is_aligned
 from ..seeding import Stream, rng_for
 from .base import Problem, Reduce, Smoothness, register_problem
 from .kernels import (
+    block_rows,
     dense_minibatch_grads,
     gathered_minibatch_grad,
     gram_apply,
     loss_grad_sums,
-    one_blas_thread,
     sparse_minibatch_grad,
     stacked_gram_apply,
     stacked_loss_grad_sums,
-    uses_blas,
+    uses_compiled,
 )
+from .lanczos import top_eigenvalue
 from .regularizers import make_regularizer
 
-#: Bytes of gathered batch rows per kernel call on the einsum path (workers are taken in chunks of about this
+#: Bytes of gathered batch rows per kernel call on the numpy path (workers are taken in chunks of about this
 #: much, so the kernel reads what the gather just wrote from cache and memory stays bounded at any N).
 GATHER_BYTES = 1 << 22
-#: Up to this dimension L comes exactly from the Gram matrix, one reduction per column (ARPACK needs d > 2).
-SMALL_DIM = 16
-#: ARPACK restarts before L is recorded as not converged (a few hundred products suffice for every data set here).
-LANCZOS_RESTARTS = 1000
-#: Lanczos basis size (None: ARPACK's default, 20 for d >= 20).
-LANCZOS_BASIS: int | None = None
-#: Bytes of shards per stacked evaluation step (both einsum passes over a chunk while it is in cache).
+#: Bytes of shards per stacked evaluation step (both passes over a chunk while it is in cache).
 EVAL_BYTES = 1 << 21
 
 
-def optimum_cache_key(cfg: Config, fingerprint: str) -> str:
-    """What f* depends on: the data, the regulariser, lambda, the intercept and the storage."""
-    return f"{fingerprint}|{cfg.regularizer}|{cfg.lam!r}|intercept={cfg.intercept}|{cfg.storage}"
+def optimum_cache_key(cfg: Config, fingerprint: str, n_workers: int) -> str:
+    """What f*, to the last bit, depends on: the data, the regulariser, lambda, the intercept, the storage, the
+    solver (the fixed-order L-BFGS of theory.py), and the partition into shards (the seed and N): the objective is
+    summed shard by shard, so another partition may round differently, and a run's f* must not depend on which
+    run filled the cache first."""
+    return (f"{fingerprint}|{cfg.regularizer}|{cfg.lam!r}|intercept={cfg.intercept}|{cfg.storage}"
+            f"|solver=fixed-order|partition=seed{cfg.seed},N{n_workers}")
 
 
 class LogisticRegression(Problem):
@@ -54,6 +52,7 @@ class LogisticRegression(Problem):
     def __init__(self, cfg: Config, n_workers: int, workers: range) -> None:
         self.cfg = cfg
         self.data: Dataset = load(cfg, n_workers, workers)
+        self.n_workers = n_workers
         self.reg = make_regularizer(cfg.regularizer, cfg.lam)
         self.dim, self.n_samples, self.data_name = self.data.n_features, self.data.n_samples, self.data.name
         self.shard_sizes = [s.n for s in self.data.shards]
@@ -77,13 +76,13 @@ class LogisticRegression(Problem):
             for i, shard in enumerate(self.data.shards):
                 idx = batches[i]
                 sparse_minibatch_grad(shard.X[idx], shard.y[idx], models[i], out[i])
-        elif uses_blas(B, self.dim):
-            self._blas_gradients(models, batches, out)
+        elif uses_compiled(B, self.dim):
+            self._compiled_gradients(models, batches, out)
         else:
-            self._einsum_gradients(models, batches, out)
+            self._numpy_gradients(models, batches, out)
 
-    def _einsum_gradients(self, models: np.ndarray, batches: np.ndarray, out: np.ndarray) -> None:
-        """Small batches: workers in chunks of about GATHER_BYTES, each gathered and passed to one stacked einsum."""
+    def _numpy_gradients(self, models: np.ndarray, batches: np.ndarray, out: np.ndarray) -> None:
+        """Small batches: workers in chunks of about GATHER_BYTES, each gathered and passed to the numpy kernel."""
         B = batches.shape[1]
         chunk = max(1, min(self.k, GATHER_BYTES // (8 * B * self.dim)))
         buf = self._batch if (self._batch.batch, self._batch.k) == (B, chunk) else self._resize(B, chunk)
@@ -93,17 +92,16 @@ class LogisticRegression(Problem):
             np.add(batches[a:b], self._offsets[a:b, None], out=buf.idx[:n].reshape(b - a, B))
             self._X_all.take(buf.idx[:n], axis=0, out=buf.X[:n], mode="clip")  # 'raise' would buffer
             self._y_all.take(buf.idx[:n], out=buf.y[:n], mode="clip")
-            dense_minibatch_grads(buf.X3[:b - a], buf.y2[:b - a], models[a:b], out[a:b], buf.z[:b - a])
+            dense_minibatch_grads(buf.X3[:b - a], buf.y2[:b - a], models[a:b], out[a:b], buf.work[:b - a])
 
-    def _blas_gradients(self, models: np.ndarray, batches: np.ndarray, out: np.ndarray) -> None:
-        """Large batches: worker by worker, gathered block by block into cache by the blocked BLAS kernel."""
+    def _compiled_gradients(self, models: np.ndarray, batches: np.ndarray, out: np.ndarray) -> None:
+        """Large batches: worker by worker, each row read where it lies by the compiled one-pass kernel."""
         B = batches.shape[1]
         if self._rows.size != B:
             self._rows = np.empty(B, dtype=np.int64)
-        with one_blas_thread():
-            for i in range(self.k):
-                np.add(batches[i], self._offsets[i], out=self._rows)
-                gathered_minibatch_grad(self._X_all, self._y_all, self._rows, models[i], out[i])
+        for i in range(self.k):
+            np.add(batches[i], self._offsets[i], out=self._rows)
+            gathered_minibatch_grad(self._X_all, self._y_all, self._rows, models[i], out[i])
 
     def _resize(self, batch: int, chunk: int) -> _BatchBuffers:
         self._batch = _BatchBuffers(self.dim, batch, chunk, self._batch)
@@ -128,24 +126,14 @@ class LogisticRegression(Problem):
         self.reg.add_grad(x, out)
 
     def smoothness(self, reduce: Reduce) -> Smoothness:
-        """L <= lambda_max(A^T A)/(4M) + (the regulariser's curvature bound). lambda_max by Lanczos (ARPACK) to a
-        relative accuracy of 1e-10, from a start vector that is the same for every seed, each product A^T A v one
-        ordered reduction over all shards (every process runs the same iterations in step); for d <= 16, exactly,
-        from the Gram matrix built column by column."""
-        top, method, converged, products = self._gram_top_eigenvalue(reduce)
-        return Smoothness(top / 4.0 + self.reg.curvature_bound(), method, converged, {"L_products": float(products)})
-
-    def _gram_top_eigenvalue(self, reduce: Reduce, tol: float = 1e-10) -> tuple[float, str, bool, int]:
-        from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
-
+        """L <= lambda_max(A^T A)/(4M) + (the regulariser's curvature bound). lambda_max by Lanczos in fixed-order
+        arithmetic (problems/lanczos.py) to a relative residual of 1e-10, from a start vector that is the same for
+        every seed, each product A^T A v one ordered reduction over all shards (every process runs the same
+        iterations in step)."""
         rows = np.empty((self.k, self.dim))
         chunks = self._shard_chunks()
-        products = 0
 
         def gram(v: np.ndarray) -> np.ndarray:
-            nonlocal products
-            products += 1
-            v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
             for a, b in chunks:
                 if b - a == 1:
                     rows[a] = gram_apply(self.data.shards[a].X, v)
@@ -154,24 +142,15 @@ class LogisticRegression(Problem):
                     rows[a:b] = stacked_gram_apply(X3, v)
             return reduce(rows) / self.n_samples
 
-        if self.dim <= SMALL_DIM:
-            G = np.stack([gram(e) for e in np.eye(self.dim)])
-            return float(np.linalg.eigvalsh(0.5 * (G + G.T))[-1]), "Gram matrix eigvalsh", True, products
         v0 = rng_for(0, Stream.POWER_ITERATION).standard_normal(self.dim)  # one start for every seed
-        op = LinearOperator((self.dim, self.dim), matvec=gram, dtype=np.float64)
-        try:
-            top = float(eigsh(op, k=1, which="LA", v0=v0, tol=tol, maxiter=LANCZOS_RESTARTS, ncv=LANCZOS_BASIS,
-                              return_eigenvectors=False)[0])
-            return top, "Lanczos (ARPACK)", True, products
-        except ArpackNoConvergence as exc:
-            top = float(exc.eigenvalues[0]) if len(exc.eigenvalues) else float(np.linalg.norm(gram(v0)) /
-                                                                                 np.linalg.norm(v0))
-            return top, "Lanczos (ARPACK)", False, products
+        top = top_eigenvalue(gram, v0)
+        return Smoothness(top.value / 4.0 + self.reg.curvature_bound(), "Lanczos (fixed order)", top.converged,
+                          {"L_products": float(top.products)})
 
     def _shard_chunks(self) -> list[tuple[int, int]]:
-        """Consecutive shard ranges for evaluation: single shards where a shard goes to the blocked kernel (or is
-        sparse, or d = 1), else runs of about EVAL_BYTES evaluated together by the stacked einsum kernel."""
-        if self.data.sparse or self.dim == 1 or uses_blas(self._slot, self.dim):
+        """Consecutive shard ranges for evaluation: single shards where a shard is larger than one block of the
+        numpy kernel (or is sparse, or d = 1), else runs of about EVAL_BYTES evaluated together, stacked."""
+        if self.data.sparse or self.dim == 1 or self._slot > block_rows(self.dim):
             return [(i, i + 1) for i in range(self.k)]
         per = max(1, EVAL_BYTES // (8 * self._slot * self.dim))
         return [(a, min(self.k, a + per)) for a in range(0, self.k, per)]
@@ -180,7 +159,7 @@ class LogisticRegression(Problem):
         return self.data.fingerprint
 
     def optimum_key(self) -> str | None:
-        return optimum_cache_key(self.cfg, self.data.fingerprint) if self.reg.name == "l2" else None
+        return optimum_cache_key(self.cfg, self.data.fingerprint, self.n_workers) if self.reg.name == "l2" else None
 
     def describe(self) -> str:
         return f"{self.data_name} ({self.n_samples} x {self.dim}, {self.reg.name} lam={self.cfg.lam:g})"
@@ -193,19 +172,14 @@ def _logreg(cfg: Config, n_workers: int, workers: range) -> Problem:
 
 
 def _slots(shards: list[Shard], d: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """All dense shards in one (k * slot, d) array, shard i in rows i*slot..; zero rows pad the shorter ones. slot
-    is the largest shard, rounded up to a multiple of 8 when shards go to the blocked BLAS kernel, so that in an
-    aligned array every shard starts on a 64-byte boundary (BLAS then reads it in place, not block by block through
-    a copy). Shards that already lie so (one shard; equal shards loaded as one matrix) are not copied."""
+    """All dense shards in one (k * slot, d) array, shard i in rows i*slot.. with slot the largest shard; zero rows
+    pad the shorter ones. Shards that already lie so (one shard; equal shards loaded as one matrix) are not copied."""
     slot = max(s.n for s in shards)
-    large = len(shards) > 1 and uses_blas(slot, d)
-    if large:
-        slot = -(-slot // 8) * 8
     X = _consecutive([s.X for s in shards], slot)
     y = _consecutive([s.y for s in shards], slot)
-    if X is not None and y is not None and not (large and not is_aligned(X)):
+    if X is not None and y is not None:
         return X, y, slot
-    X, y = aligned_empty((slot * len(shards), d)), np.ones(slot * len(shards))
+    X, y = np.empty((slot * len(shards), d)), np.ones(slot * len(shards))
     for i, s in enumerate(shards):
         X[i * slot:i * slot + s.n] = s.X
         X[i * slot + s.n:(i + 1) * slot] = 0.0
@@ -249,4 +223,4 @@ class _BatchBuffers:
         self.idx, self.X, self.y = idxs[:n], Xs[:n], ys[:n]
         self.X3 = self.X.reshape(k, batch, d)
         self.y2 = self.y.reshape(k, batch)
-        self.z = np.empty((k, batch))
+        self.work = np.empty((k, batch, d))

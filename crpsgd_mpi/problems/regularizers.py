@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from ..arith import dot
+
 
 class Regularizer(ABC):
     """r(x), added to the data loss; its gradient is exact and costs no SFO."""
@@ -51,7 +53,7 @@ class L2(Regularizer):
         self.lam = lam
 
     def value(self, x: np.ndarray) -> float:
-        return 0.5 * self.lam * float(x @ x)
+        return 0.5 * self.lam * dot(x, x)
 
     def add_grad(self, x: np.ndarray, out: np.ndarray) -> None:
         out += self.lam * x
@@ -70,7 +72,7 @@ class NonConvex(Regularizer):
 
     def value(self, x: np.ndarray) -> float:
         sq = x * x
-        return self.lam * float(np.sum(sq / (1.0 + sq)))
+        return self.lam * float(np.add.reduce(sq / (1.0 + sq)))
 
     def add_grad(self, x: np.ndarray, out: np.ndarray) -> None:
         denom = 1.0 + x * x
