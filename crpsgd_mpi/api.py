@@ -223,7 +223,7 @@ def _scratch(keep: bool) -> Iterator[Path]:
 
 @contextmanager
 def _signals_for_the_run() -> Iterator[None]:
-    """SIGINT/SIGTERM end the run cleanly while it lasts; the caller's handlers (a notebook's) come back after."""
+    """SIGINT/SIGTERM/SIGHUP end the run cleanly while it lasts; the caller's handlers (a notebook's) come back after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

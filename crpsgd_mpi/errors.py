@@ -26,8 +26,10 @@ def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in str(text))
 
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived while running."""
+class Interrupted(BaseException):
+    """SIGINT, SIGTERM or SIGHUP arrived while running. Not an `Exception` (as KeyboardInterrupt is not): a handler
+    that turns whatever a library raises into one line (a damaged file, a broken plug-in) must not turn a signal
+    that arrived while it ran into bad input."""
 
 
 class Diverged(ArithmeticError):
@@ -48,4 +50,4 @@ class RunDiverged(RunFailed, ArithmeticError):
 
 
 class RunInterrupted(RunFailed, KeyboardInterrupt):
-    """`simulate`: SIGINT or SIGTERM ended the run."""
+    """`simulate`: SIGINT, SIGTERM or SIGHUP ended the run."""

@@ -3,7 +3,8 @@
 `python -m crpsgd_mpi.launch -n 10 [--timeout S] [-- python -m crpsgd_mpi.run ...]`
 
 The MPI settings themselves come from the environment (`make install` / `python -m crpsgd_mpi.configure_mpi`);
-run this in the activated environment, as the plain `mpiexec`. On SIGINT or SIGTERM it asks mpiexec to end the job
+run this in the activated environment, as the plain `mpiexec`. On SIGINT, SIGTERM or SIGHUP (a closed terminal or
+ssh session: the job, in a session of its own, would not get it and run on) it asks mpiexec to end the job
 (SIGTERM: the ranks mark the trace `interrupted`), waits a few seconds, then kills what is left of the process tree
 (mpiexec starts every rank in a process group of its own, so killing mpiexec's group is not enough), and exits 130.
 On timeout it does the same and exits 124.
@@ -107,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.append(signum)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
     job = Job(ns.np, command, capture=False)
     deadline = time.monotonic() + ns.timeout

@@ -7,7 +7,7 @@ if __name__ == "__main__":  # before the imports below (numpy, h5py: ~0.2 s): a 
     import _signal  # the built-in module: `signal` itself takes milliseconds to import
     import os as _os
 
-    for _sig in (_signal.SIGINT, _signal.SIGTERM):
+    for _sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
         _signal.signal(_sig, lambda signum, frame: _os._exit(130))
 
 from . import threads  # noqa: F401, E402, I001  (must precede numpy)

@@ -57,23 +57,32 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
     learns of any process's error, so all of them raise the same InputError and none runs on alone."""
     error: InputError | None = None
     algorithm, problem, out = None, None, None
+    step: tuple[str, object, str] = ("workers", backend.n_workers, "checked")  # named if it raises
     try:
         cfg.check_workers(backend.n_workers)
+        step = ("algorithm", cfg.algorithm, "checked")
         algorithm = ALGORITHMS.get(cfg.algorithm)
         algorithm.check(cfg, backend.n_workers)
         if backend.is_root:
+            step = ("out", str(cfg.out) if cfg.out else None, "checked")
             inputs = [*input_files(cfg), *([config_file] if config_file else [])]
             out = check_output_path(cfg.out or default_out(cfg, backend.n_workers), cfg.overwrite, inputs)
             if resume is not None:
+                step = ("resume", str(resume.path), "checked")
                 _room_to_resume(resume)
+        step = ("dataset", cfg.dataset, f"loaded (--model {cfg.model})")
         problem = PROBLEMS.get(cfg.model)(cfg, backend.n_workers, backend.local_workers)
         if resume is not None:
+            step = ("resume", str(resume.path), "checked")
             _same_data(resume, problem, cfg)
             _fits(resume, problem)
         if not problem.estimates_smoothness:  # the step sizes cannot be derived: they must all be given
+            step = ("algorithm", cfg.algorithm, "checked")
             algorithm.create(Setting(cfg, backend.n_workers, None))
     except InputError as exc:
         error = exc
+    except Exception as exc:  # noqa: BLE001 - raised on one process only, it would leave the others waiting
+        error = InputError(step[0], step[1], f"could not be {step[2]}: {type(exc).__name__}: {exc}")
     agree_on(backend, error)
     assert algorithm is not None and problem is not None
     return Prepared(cfg, backend, algorithm, problem, out, resume)
@@ -126,9 +135,12 @@ def encode_error(error: InputError) -> str:
 
 
 def decode_error(rank: int, text: str) -> InputError:
-    """The InputError that process `rank` found."""
-    fld, shown, reason = json.loads(text)
-    return InputError(fld, _Shown(shown), reason, rank=rank)
+    """The InputError that process `rank` found (whatever arrived: a text that is not one is shown as it is)."""
+    try:
+        fld, shown, reason = json.loads(text)
+        return InputError(str(fld), _Shown(str(shown)), str(reason), rank=rank)
+    except (ValueError, TypeError):
+        return InputError("?", _Shown("?"), text, rank=rank)
 
 
 class _Shown:

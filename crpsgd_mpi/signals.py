@@ -1,7 +1,7 @@
-"""SIGINT/SIGTERM handling. In one process they become an `Interrupted` exception, held back while a trace write is
-in progress. Under MPI they are blocked in every thread before MPI starts its own threads, and the supervisor thread
-takes them with `sigtimedwait`: it acts at once even while the main thread sits in a long C call (Open MPI's launcher
-gives a rank 250 ms between SIGTERM and SIGKILL), and it learns who sent the signal."""
+"""SIGINT/SIGTERM/SIGHUP handling. In one process they become an `Interrupted` exception, held back while a trace
+write is in progress. Under MPI they are blocked in every thread before MPI starts its own threads, and the supervisor
+thread takes them with `sigtimedwait`: it acts at once even while the main thread sits in a long C call (Open MPI's
+launcher gives a rank 250 ms between SIGTERM and SIGKILL), and it learns who sent the signal."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from types import FrameType
 
 from .errors import Interrupted
 
-HANDLED = (signal.SIGINT, signal.SIGTERM)
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _state = {"depth": 0, "pending": 0}
 
 
@@ -25,19 +25,19 @@ def _raise(signum: int, frame: FrameType | None) -> None:
 
 
 def install() -> None:
-    """Route SIGINT and SIGTERM to `Interrupted` (main thread only), nothing held back."""
+    """Route SIGINT, SIGTERM and SIGHUP to `Interrupted` (main thread only), nothing held back."""
     _state["depth"], _state["pending"] = 0, 0
     for sig in HANDLED:
         signal.signal(sig, _raise)
 
 
 def block() -> None:
-    """Block SIGINT/SIGTERM in this thread and in every thread started from now on (call before MPI starts)."""
+    """Block SIGINT/SIGTERM/SIGHUP in this thread and in every thread started from now on (call before MPI starts)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
 
 
 def unblock() -> None:
-    """Deliver SIGINT/SIGTERM to the handlers again (pending ones now)."""
+    """Deliver SIGINT/SIGTERM/SIGHUP to the handlers again (pending ones now)."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
 
 
@@ -59,12 +59,13 @@ def _main_thread() -> bool:
 
 
 def ignore() -> None:
-    """From now on SIGINT is ignored and SIGTERM ends the process at once, silently (a process on its way out:
-    nothing left to mark). No-op outside the main thread (the MPI supervisor ends its process itself)."""
+    """From now on SIGINT is ignored and SIGTERM or SIGHUP ends the process at once, silently (a process on its way
+    out: nothing left to mark). No-op outside the main thread (the MPI supervisor ends its process itself)."""
     if not _main_thread():
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def hold() -> None:

@@ -22,7 +22,8 @@ _RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")
 
 def fresh_env(**extra: str) -> dict[str, str]:
     """A login-like environment: no MPI settings and no activated environment, only what a shell starts with."""
-    keep = ("PATH", "HOME", "LANG", "TERM", "USER", "LOGNAME", "TMPDIR", "CRPSGD_CACHE")
+    # PYTHONPATH: a checkout under test that is not the one installed (a git worktree) is the one the ranks import
+    keep = ("PATH", "HOME", "LANG", "TERM", "USER", "LOGNAME", "TMPDIR", "CRPSGD_CACHE", "PYTHONPATH")
     env = {k: v for k, v in os.environ.items() if k in keep}
     for var in ("PATH",):  # drop the test runner's venv from PATH: the activation puts it back
         env[var] = os.pathsep.join(p for p in env.get(var, "").split(os.pathsep) if not p.startswith(sys.prefix))

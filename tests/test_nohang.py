@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -106,13 +108,98 @@ def test_signal_to_mpiexec_marks_interrupted(tmp_path: Path, sig: signal.Signals
     assert job.leftovers() == []
 
 
-def test_sigterm_to_one_rank_ends_the_job_with_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_to_one_rank_ends_the_job_with_130(tmp_path: Path, sig: signal.Signals) -> None:
     job, ranks, out = start(tmp_path, n=3)
-    os.kill(ranks[1], signal.SIGTERM)
+    os.kill(ranks[1], sig)
     code, seconds = ended(job, 60)
     assert code == 130 and seconds < 30  # within seconds; generous for a loaded CI machine
     tr = read_trace(out)
     assert tr.status == "interrupted" and "rank 1" in tr.attrs["message"]
     assert [line for line in ours(job.output()) if "interrupted" in line] == [
-        f"crpsgd_mpi: interrupted: rank 1: signal SIGTERM ({out} marked interrupted)"]
+        f"crpsgd_mpi: interrupted: rank 1: signal {sig.name} ({out} marked interrupted)"]
     assert job.leftovers() == []
+
+
+# -- bad input seen by one rank only: one line, exit 2, no traceback, no hang -----------------------------------------
+_RANK = 'os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK"))'
+
+
+def _one_rank_cases() -> dict[str, Callable[[Path], tuple[str, str]]]:
+    """name -> (tmp) -> (options, what rank 0's one line says)."""
+    def long_out(d: Path, stall: str = "") -> tuple[str, str]:
+        # an --out that exists, named by a message longer than any fixed buffer the ranks could agree on
+        folder = d.joinpath(*(c * 200 for c in "defg"))
+        folder.mkdir(parents=True)
+        out = folder / ("h" * 190 + ".h5")
+        out.write_bytes(b"x")
+        return f"--out {out} {stall}", f"crpsgd_mpi: error: out='{out}': exists (pass --overwrite to replace it)"
+
+    def long_out_watchdog_on(d: Path) -> tuple[str, str]:
+        return long_out(d, "--stall-timeout 5")
+
+    def symlink_loop(d: Path) -> tuple[str, str]:
+        (d / "a").symlink_to(d / "b")
+        (d / "b").symlink_to(d / "a")
+        return f"--out {d / 'a' / 't.h5'}", f"crpsgd_mpi: error: out='{d / 'a' / 't.h5'}': could not be checked: "
+
+    def plugin_check_raises_on_rank_1(d: Path) -> tuple[str, str]:
+        plugin = d / "picky.py"
+        plugin.write_text(textwrap.dedent(f'''
+            """PSGD whose check raises (not an InputError) on rank 1 only."""
+            import os
+            from crpsgd_mpi import register_algorithm
+            from crpsgd_mpi.algorithms import ALGORITHMS
+
+            @register_algorithm("picky")
+            class Picky(ALGORITHMS.get("psgd")):
+                """Picky."""
+                @classmethod
+                def check(cls, cfg, n):
+                    if {_RANK} == "1":
+                        raise ValueError("rank 1 does not like this")
+            '''))
+        return f"--plugin {plugin} --algorithm picky --out {d / 't.h5'}", \
+            "crpsgd_mpi: error (rank 1): algorithm='picky': could not be checked: ValueError: rank 1 does not like this"
+
+    return {f.__name__: f for f in (long_out, long_out_watchdog_on, symlink_loop, plugin_check_raises_on_rank_1)}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("case", sorted(_one_rank_cases()))
+def test_bad_input_seen_by_one_rank_is_one_line_and_exit_2(tmp_path: Path, case: str) -> None:
+    options, line = _one_rank_cases()[case](tmp_path)
+    job = ShellJob(f"mpiexec -n 2 python -m crpsgd_mpi.run --samples 2000 --features 5 --T 100 {options}", cwd=tmp_path)
+    code, seconds = ended(job, 60)
+    assert code == 2 and seconds < 30, (code, seconds)
+    assert "Traceback" not in job.output()
+    lines = ours(job.output())
+    assert len(lines) == 1 and lines[0].startswith(line), lines
+    assert job.leftovers() == []
+
+
+@pytest.mark.timeout(90)
+def test_a_rank_that_never_reaches_the_last_meeting_is_ended_by_the_watchdog(tmp_path: Path) -> None:
+    """The stall watchdog stays armed through the ranks' last meeting: rank 0 has said its one line of bad input
+    and waits there for rank 1, which never comes (here: made to hang); the job ends after --stall-timeout."""
+    plugin = tmp_path / "hang.py"
+    plugin.write_text(textwrap.dedent(f'''
+        """Rank 1 never arrives at the backend's last meeting."""
+        import os, time
+        from crpsgd_mpi.comm import mpi
+        if {_RANK} == "1":
+            mpi.MPIBackend.close = lambda self: time.sleep(3600)
+        '''))
+    (tmp_path / "exists.h5").write_bytes(b"x")
+    job = ShellJob(f"mpiexec -n 2 python -m crpsgd_mpi.run --samples 2000 --features 5 --T 100 --plugin {plugin} "
+                   f"--stall-timeout 3 --out exists.h5", cwd=tmp_path)
+    code, seconds = ended(job, 60)
+    assert code not in (None, 0) and seconds < 3 + 25, (code, seconds)
+    lines = ours(job.output())
+    assert lines[0].startswith("crpsgd_mpi: error: out='exists.h5': exists"), lines
+    assert any("stalled" in ln and "rank 1 did not arrive" in ln for ln in lines), lines
+    assert job.leftovers() == []
+
+
+def test_every_one_rank_case_is_listed() -> None:
+    assert len(_one_rank_cases()) >= 4

@@ -17,7 +17,6 @@ from .supervisor import TAG_FAIL, Fatal, Heartbeat, Peer, Supervisor, host_id
 if TYPE_CHECKING:
     from mpi4py import MPI
 
-_AGREE_BYTES = 1024
 _PEER_BYTES = 256
 #: Environment variables that name the launcher that started this job, checked in order.
 _LAUNCHERS = (("SLURM_STEP_ID", "srun"), ("PRTE_LAUNCHED", "prterun"), ("OMPI_COMM_WORLD_SIZE", "Open MPI mpiexec"),
@@ -44,7 +43,7 @@ class MPIBackend(Backend):
                  spin_seconds: float | None = None, poll_sleep: float = 5e-5, max_sleep: float = 1e-3) -> None:
         from .. import signals
 
-        signals.block()  # before MPI starts its threads, so that only the supervisor ever takes SIGINT/SIGTERM
+        signals.block()  # before MPI starts its threads, so that only the supervisor ever takes our signals
         from mpi4py import MPI
 
         self.MPI = MPI
@@ -144,9 +143,17 @@ class MPIBackend(Backend):
         return [table[r].tobytes().rstrip(b"\0") for r in range(self.n_workers)]
 
     def agree(self, error: str | None) -> list[tuple[int, str]]:
-        payload = b"" if error is None else ("!" + error).encode("utf-8", "replace")
-        rows = self._allgather_bytes(payload, _AGREE_BYTES)
-        return [(r, row[1:].decode("utf-8", "replace")) for r, row in enumerate(rows) if row.startswith(b"!")]
+        """Lengths first (-1: no error), then the messages in a table as wide as the longest: a message of any
+        length arrives whole (a fixed-width table cut long ones, and the cut text failed to decode on the others)."""
+        payload = b"" if error is None else error.encode("utf-8", "replace")
+        lengths = self.allgather(np.array([[-1 if error is None else len(payload)]], dtype=np.int64))[:, 0]
+        width = int(lengths.max())
+        if width < 0:
+            return []
+        table = np.zeros((self.n_workers, max(width, 1)), dtype=np.uint8)
+        table[self.rank, :len(payload)] = np.frombuffer(payload, dtype=np.uint8)
+        self._wait(self.comm.Iallgather(self.MPI.IN_PLACE, table))
+        return [(r, table[r, :n].tobytes().decode("utf-8", "replace")) for r, n in enumerate(lengths.tolist()) if n >= 0]
 
     # -- how the job ends --------------------------------------------------------------------
     def set_fatal(self, fatal: Fatal) -> None:
@@ -171,7 +178,8 @@ class MPIBackend(Backend):
 
     def close(self) -> None:
         """Every rank: stop watching processes, meet once more (no rank exits while another still watches it),
-        stop the supervisor."""
+        stop the supervisor. The stall watchdog stays armed through the meeting: a rank that never arrives (it
+        died past its report, or hangs) ends the job after --stall-timeout instead of holding the others forever."""
         self.supervisor.quiet()
         self._allgather_bytes(b"", 1)
         self.supervisor.stop()

@@ -1,6 +1,6 @@
 """The supervisor thread of an MPI rank: it ends the whole job quickly, with the trace saying why, whatever happens.
 
-It owns SIGINT/SIGTERM (`sigtimedwait`, so it acts at once even while the main thread sits in a C call, and knows
+It owns SIGINT/SIGTERM/SIGHUP (`sigtimedwait`, so it acts at once even while the main thread sits in a C call, and knows
 the sender), hears failure reports of other ranks (rank 0), watches the processes of the ranks on its own host (the
 lowest rank of each host), and runs the stall watchdog: a rank that has waited in a collective for a while tells
 rank 0 that it arrived; when no collective completes for `stall_timeout` seconds, rank 0 names the ranks that did
@@ -119,7 +119,8 @@ class Supervisor(threading.Thread):
         return self._ending.locked()
 
     def quiet(self) -> None:
-        """The run is over: ranks may now exit, so stop watching processes and the clock."""
+        """The run is over: ranks may now exit, so stop watching their processes. The stall watchdog stays armed
+        until `stop` (the ranks' last meeting is a collective too: a rank that never arrives must not hang the job)."""
         self._watch.clear()
 
     def stop(self) -> None:
@@ -145,19 +146,18 @@ class Supervisor(threading.Thread):
                 return
             self._drain()
             now = time.monotonic()
-            if self._watch.is_set():
-                if self._watched and now >= next_liveness:
-                    next_liveness = now + self.liveness_every
-                    self._check_peers()
-                if self.stall_timeout > 0:
-                    self._check_stall(now)
+            if self._watch.is_set() and self._watched and now >= next_liveness:
+                next_liveness = now + self.liveness_every
+                self._check_peers()
+            if self.stall_timeout > 0:
+                self._check_stall(now)
             if self._self_abort_at and now >= self._self_abort_at:
                 self._abort(EXIT_INTERRUPTED)
             if self._exit_at and now >= self._exit_at:
                 os._exit(self._exit_code)  # the launcher said it would end us; it did not
 
     def _on_frozen(self, seconds: float, now: float) -> None:
-        if self.rank == 0 and self.stall_timeout > 0 and seconds > self.stall_timeout and self._watch.is_set():
+        if self.rank == 0 and self.stall_timeout > 0 and seconds > self.stall_timeout:
             self._end("failed", f"rank {self.rank} itself made no progress for {seconds:.1f} s (the process was "
                       f"stopped or starved; --stall-timeout {self.stall_timeout:g})", EXIT_FAILED)
         self._judge_after = now + self.stall_timeout + self.notice_after
