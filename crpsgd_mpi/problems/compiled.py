@@ -14,10 +14,9 @@ from .kernels import GRAM, LOSS
 
 
 def _cache_dir() -> str:
-    """Where numba keeps compiled code: its own choice if set, else beside our f* cache (always writable)."""
-    root = os.environ.get("CRPSGD_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
-                                                          Path.home() / ".cache", "crpsgd_mpi")
-    return str(Path(root) / "numba")
+    """Where numba keeps compiled code unless NUMBA_CACHE_DIR says: the user's cache folder (unwritable: numba
+    compiles in memory, once per process)."""
+    return str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "crpsgd_mpi" / "numba")
 
 
 os.environ.setdefault("NUMBA_CACHE_DIR", _cache_dir())
