@@ -25,9 +25,11 @@ from .trace import Trace, load_trace
 __all__ = ["config_from", "execute", "execute_resume", "load_trace", "resume", "simulate"]
 
 
-def config_from(options: Mapping[str, Any], config_file: str | Path | None = None) -> Config:
+def config_from(options: Mapping[str, Any], config_file: str | Path | None = None,
+                text: frozenset[str] = frozenset()) -> Config:
     """A validated Config from options (command-line names with '_' or '-') over an optional TOML file; the
-    plug-ins named by either are imported first, so that what they register can be named."""
+    plug-ins named by either are imported first, so that what they register can be named (and their parameters
+    given); the options in `text` are command-line text, parsed strictly."""
     merged = Config.read_toml(config_file) if config_file is not None else {}
     given = {k.replace("-", "_"): v for k, v in options.items()}
     plugins = [p for source in (merged, given) for p in _as_list(source.get("plugin"))]
@@ -35,7 +37,8 @@ def config_from(options: Mapping[str, Any], config_file: str | Path | None = Non
     if plugins:  # the file's and the command line's, both
         merged["plugin"] = list(dict.fromkeys(plugins))
     load_plugins(merged.get("plugin", ()))
-    return Config.from_mapping(merged, source=str(config_file) if config_file is not None else "")
+    return Config.from_mapping(merged, source=str(config_file) if config_file is not None else "",
+                               text=frozenset(k.replace("-", "_") for k in text))
 
 
 def refuse(exc: InputError) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,6 +15,10 @@ import tomllib
 from . import limits
 from .errors import InputError
 from .limits import INT64_MAX, MAX_MAGNITUDE, MAX_T, Need
+from .params import FLOAT_TEXT as _FLOAT_TEXT
+from .params import INT_TEXT as _INT_TEXT
+from .params import MAX_DIGITS as _MAX_DIGITS
+from .params import Param, bool_text, float_text, int_text
 
 REGULARIZERS = ("l2", "nonconvex", "none")
 BACKENDS = ("auto", "mpi", "local")
@@ -33,15 +36,6 @@ _TIME_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 MAX_CONFIG_BYTES = 1 << 20
 #: Longest --stall-timeout and --checkpoint-every time (about 31.7 years); a stall timeout of 0 turns the watchdog off.
 MAX_STALL_TIMEOUT = 1e9
-#: Strict forms of a number on the command line: ASCII digits only (int() also takes other scripts' digits,
-#: full-width digits, underscores and surrounding spaces); a float may also be nan or inf, judged by `validate`.
-_INT_TEXT = re.compile(r"[+-]?[0-9]+")
-_FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
-_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-#: More digits than this cannot be a 64-bit count (and int() refuses 4300 or more).
-_MAX_DIGITS = 40
-
-
 @dataclass(frozen=True)
 class Config:
     """Everything a run needs; `None` for gamma/theta/workers means "derive it" (see `resolve`)."""
@@ -132,20 +126,47 @@ class Config:
         metadata={"help": "write a checkpoint (for --resume) every this many rounds ('500') or seconds ('60s', "
                   "'10m'), or 'off'"},
     )
+    extras: tuple[tuple[str, Any], ...] = field(
+        default=(),
+        metadata={"help": "the selected plug-in components' own parameters, (name, value) sorted by name; given and "
+                  "recorded as top-level settings (`--power 1.5`, `power = 1.5`)", "internal": True},
+    )
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], source: str = "") -> Config:
-        """Build and validate from a mapping (TOML table or CLI overrides); keys may use '-' or '_'."""
-        known = {f.name: f for f in fields(cls)}
+    def from_mapping(cls, values: Mapping[str, Any], source: str = "", text: frozenset[str] = frozenset()) -> Config:
+        """Build and validate from a mapping (TOML table, API keywords or CLI overrides); keys may use '-' or '_'.
+        A key that is no core setting must be a parameter of a selected component (`component_params`); the keys in
+        `text` are command-line text, parsed strictly."""
+        known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}
         kwargs: dict[str, Any] = {}
+        rest: dict[str, tuple[str, Any]] = {}
         for raw_key, value in values.items():
             key = raw_key.replace("-", "_")
-            if key not in known:
-                raise InputError(raw_key, value, f"unknown setting{' in ' + source if source else ''}")
-            kwargs[key] = _coerce(key, value, known[key].type)
-        cfg = cls(**kwargs)
+            if key in known:
+                kwargs[key] = _coerce(key, value, known[key].type)
+            else:
+                rest[key] = (raw_key, value)
+        declared = component_params(kwargs.get("algorithm", "cr-psgd"), kwargs.get("schedule", "geometric"),
+                                    kwargs.get("model", "logreg"), kwargs.get("dataset", "synthetic"))
+        extras: dict[str, Any] = {}
+        for key, (raw_key, value) in rest.items():
+            if key not in declared:
+                raise InputError(raw_key, value, _unknown(key, source))
+            extras[key] = declared[key][1].value(value, from_text=key in text)
+        for key, (_, param) in declared.items():
+            extras.setdefault(key, param.default)
+        cfg = cls(**kwargs, extras=tuple(sorted(extras.items())))
         cfg.validate()
         return cfg
+
+    def param(self, name: str) -> Any:
+        """A parameter's value: a selected plug-in component's own (`extras`), else the core setting."""
+        for key, value in self.extras:
+            if key == name:
+                return value
+        if name in CORE_NAMES:
+            return getattr(self, name)
+        raise KeyError(f"{name!r} is neither a setting nor a parameter of this run's components")
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
@@ -306,9 +327,28 @@ class Config:
             raise InputError("fault", self.fault, f"worker {point[0]} does not exist: the run has workers "
                                                   f"0..{n_workers - 1}")
 
+    def distinguishing(self) -> list[tuple[str, Any]]:
+        """(name, value) of what tells this run from another of its algorithm: the settings the algorithm reads
+        (expanding its batch schedule, when it uses one: the schedule's name and settings), gamma and theta only
+        when given, then the selected components' own parameters."""
+        from .registry import ALGORITHMS, SCHEDULES
+
+        out: list[tuple[str, Any]] = []
+        owned = list(ALGORITHMS.owns(self.algorithm)) if self.algorithm in ALGORITHMS else []
+        for name in owned:
+            if name == "schedule":
+                out.append(("schedule", self.schedule))
+                out += [(k, getattr(self, k)) for k in (SCHEDULES.owns(self.schedule) if self.schedule in SCHEDULES
+                                                        else ())]
+            elif getattr(self, name) is not None:
+                out.append((name, getattr(self, name)))
+        return out + list(self.extras)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of every field (None kept)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """Plain dict of every setting (None kept), the components' own parameters among them."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items() if k != "extras"}
+        out.update(self.extras)
+        return out
 
     def to_json(self) -> str:
         """JSON of every field, keys sorted."""
@@ -319,6 +359,44 @@ class Config:
         import tomli_w
 
         return tomli_w.dumps({k: v for k, v in self.to_dict().items() if v is not None})
+
+
+#: The core settings (command-line options and TOML keys of every run); no component parameter may take one of
+#: these names, nor the command line's own options.
+CORE_NAMES = frozenset(f.name for f in fields(Config) if not f.metadata.get("internal"))
+RESERVED_NAMES = CORE_NAMES | {"config", "list", "resume", "help", "version", "extras"}
+
+
+def component_params(algorithm: Any, schedule: Any, model: Any, dataset: Any) -> dict[str, tuple[str, Param]]:
+    """name -> (owner, Param) of the parameters the selected plug-in components declare, owner as 'schedule
+    polynomial'. Two selected components declaring one name differently is an InputError naming both."""
+    from .registry import ALGORITHMS, DATASETS, PROBLEMS, SCHEDULES
+
+    out: dict[str, tuple[str, Param]] = {}
+    for registry, name in ((ALGORITHMS, algorithm), (SCHEDULES, schedule), (PROBLEMS, model),
+                           (DATASETS, str(dataset).split(":", 1)[0] if isinstance(dataset, str) else dataset)):
+        if not isinstance(name, str) or name not in registry:
+            continue
+        owner = f"{registry.kind} {name}"
+        for param in registry.params(name):
+            if param.name in out and out[param.name][1] != param:
+                raise InputError(param.name, None, f"declared differently by {out[param.name][0]} and {owner}: "
+                                                   "they cannot be used together")
+            out[param.name] = (owner, param)
+    return out
+
+
+def _unknown(key: str, source: str) -> str:
+    """Why a key is refused: the component it belongs to (not selected in this run), or unknown."""
+    from .registry import owners_of
+
+    owners = owners_of(key)
+    where = " in " + source if source else ""
+    if owners:
+        picks = " or ".join(f"--{kind} {name}" for kind, name in owners)
+        return (f"a parameter of {' and '.join(f'{k} {n!r}' for k, n in owners)}, which this run does not use "
+                f"(select it with {picks}){where}")
+    return f"unknown setting{where}"
 
 
 def _field_type(key: str) -> str:
@@ -338,32 +416,15 @@ def cli_value(key: str, text: Any) -> Any:
     ann = _field_type(key)
     if key == "period":
         if _INT_TEXT.fullmatch(text):
-            return _int_text(key, text)
+            return int_text(key, text)
         return text.strip().lower()
     if ann.startswith("bool"):
-        word = text.strip().lower()
-        if word not in _BOOL_WORDS:
-            raise InputError(key, text, "must be true or false")
-        return _BOOL_WORDS[word]
+        return bool_text(key, text)
     if ann.startswith("int"):
-        if not _INT_TEXT.fullmatch(text):
-            raise InputError(key, _short(text), "must be an integer")
-        return _int_text(key, text)
+        return int_text(key, text)
     if ann.startswith("float"):
-        if not _FLOAT_TEXT.fullmatch(text):
-            raise InputError(key, _short(text), "must be a number")
-        return float(text) + 0.0  # -0.0 becomes 0.0
+        return float_text(key, text)
     return text
-
-
-def _int_text(key: str, text: str) -> int:
-    if len(text.lstrip("+-").lstrip("0")) > _MAX_DIGITS:
-        raise InputError(key, _short(text), f"must be an integer < 2^63 (it has {len(text)} digits)")
-    return int(text)
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -383,7 +444,7 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, str):
             text = value.strip()
             if _INT_TEXT.fullmatch(text):
-                return _int_text(key, text)
+                return int_text(key, text)
             return text.lower()
         raise InputError(key, value, "must be an integer >= 1, 'stich' or 'prsgd'")
     if ann.startswith("tuple[str"):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from .errors import InputError
+from .params import Param, params_of
 
 T = TypeVar("T")
 
@@ -26,14 +27,22 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._loaded = False
 
-    def register(self, name: str, obj: T | None = None, *, replace: bool = False) -> Callable[[T], T] | T:
-        """`@registry.register("name")` on a class or function, or `registry.register("name", obj)`."""
+    def register(self, name: str, obj: T | None = None, *, replace: bool = False,
+                 params: tuple[Param, ...] | None = None, owns: tuple[str, ...] | None = None) -> Callable[[T], T] | T:
+        """`@registry.register("name")` on a class or function, or `registry.register("name", obj)`; `params`
+        declares the component's own parameters (else its `params` attribute, if any); `owns` names the core
+        settings a built-in reads (for --help and run labels)."""
 
         def add(item: T) -> T:
+            if params is not None:
+                item.params = tuple(params)  # type: ignore[attr-defined]
+            if owns is not None:
+                item.owns = tuple(owns)  # type: ignore[attr-defined]
             if not name or name != name.strip() or any(c.isspace() for c in name):
                 raise ValueError(f"{self.kind} name {name!r}: must be a non-empty word")
             if name in self._items and self._items[name] is not item and not replace:
                 raise ValueError(f"{self.kind} {name!r} is already registered (pass replace=True to override it)")
+            _check_params(self.kind, name, item)
             self._items[name] = item
             return item
 
@@ -60,6 +69,14 @@ class Registry(Generic[T]):
         except KeyError:
             raise InputError(self.field, name, f"unknown {self.kind}; registered: {', '.join(self.names())}") from None
 
+    def params(self, name: str) -> tuple[Param, ...]:
+        """The parameters `name` declares (a plug-in's own; built-ins use core settings, see `owns`)."""
+        return params_of(self.get(name))
+
+    def owns(self, name: str) -> tuple[str, ...]:
+        """The core settings a built-in component reads (its `owns`), for --help and messages."""
+        return tuple(getattr(self.get(name), "owns", ()))
+
     def names(self) -> list[str]:
         """Registered names, sorted."""
         self._load()
@@ -80,10 +97,32 @@ class Registry(Generic[T]):
         return ", ".join(self.names())
 
 
+def _check_params(kind: str, name: str, item: object) -> None:
+    """A component's declared parameters are well formed, and none takes a core setting's name (`--T`, `--rho`):
+    refused when the component registers, not when a run meets it."""
+    from .config import RESERVED_NAMES
+
+    try:
+        declared = params_of(item)
+    except ValueError as exc:
+        raise ValueError(f"{kind} {name!r}: {exc}") from None
+    for param in declared:
+        if param.name in RESERVED_NAMES:
+            raise ValueError(f"{kind} {name!r}: parameter {param.name!r} clashes with the core option "
+                             f"{param.flag}; choose another name")
+
+
+def owners_of(param: str) -> list[tuple[str, str]]:
+    """(kind, name) of every registered component that declares `param`."""
+    return [(reg.kind, name) for reg in REGISTRIES for name in reg.names()
+            if any(p.name == param for p in reg.params(name))]
+
+
 ALGORITHMS: Registry = Registry("algorithm", "algorithm", "crpsgd_mpi.algorithms")
 SCHEDULES: Registry = Registry("schedule", "schedule", "crpsgd_mpi.schedules")
 PROBLEMS: Registry = Registry("problem", "model", "crpsgd_mpi.problems")
 DATASETS: Registry = Registry("dataset", "dataset", "crpsgd_mpi.data")
+REGISTRIES = (ALGORITHMS, SCHEDULES, PROBLEMS, DATASETS)
 
 
 def load_plugins(specs: Iterable[str]) -> None:

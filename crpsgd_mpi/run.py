@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 from . import __version__, signals
 from .api import config_from, execute, execute_resume, refuse
 from .comm import rank_from_env
-from .config import Config, cli_value
+from .config import BACKENDS, CORE_NAMES, DEVICES, REDUCTIONS, REGULARIZERS, STORAGES, Config, cli_value
 from .errors import InputError, Interrupted
 from .outcome import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say
 from .registry import ALGORITHMS, DATASETS, PROBLEMS, SCHEDULES, load_plugins
@@ -43,8 +43,24 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """One option per Config field (same names, '-' for '_'), plus --config and --list."""
+#: Choices shown in --help for the core settings that have a fixed set (the registries add theirs).
+_CHOICES = {"backend": BACKENDS, "reduction": REDUCTIONS, "storage": STORAGES, "device": DEVICES,
+            "regularizer": REGULARIZERS}
+#: Where each core setting belongs in --help: the built-in component that reads it, else the run's core.
+_GROUPS = (("problem logreg", ("model", "regularizer", "lam", "intercept", "storage", "device", "eval_samples")),
+           ("data", ("dataset", "fmnist_dir", "samples", "features", "condition", "label_noise", "data_seed")),
+           ("batch schedules (cr-psgd, catalyst's inner loop)", ("schedule", "B1", "rho", "step_factor", "step_every",
+                                                                  "norm_theta")),
+           ("algorithms", ("algorithm", "T", "gamma", "theta", "batch_size", "period", "local_batch")),
+           ("backend and run", ("backend", "workers", "reduction", "seed", "eval_points", "stall_timeout",
+                                "checkpoint_every", "fault", "plugin")),
+           ("output", ("out", "overwrite", "quiet")))
+
+
+def build_parser(selected: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """One option per core setting (same names, '-' for '_'), grouped by the component that reads it, plus
+    --config, --list and --resume, plus every registered plug-in component's own parameters, a group each (only
+    the selected components' groups when `selected` names them, as for `--help --algorithm X`)."""
     p = _Parser(prog="python -m crpsgd_mpi.run",
                 description="Parallel SGD with dynamic batch sizes (CR-PSGD, Catalyst) and baselines, "
                             "counting SFO, rounds and bytes exactly; writes an HDF5 trace. Exit status: 0 complete, "
@@ -54,24 +70,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="TRACE.h5", help="go on with the run recorded in this trace from its last "
                    "checkpoint, appending to it (options that change the run's numbers must be left out)")
     p.add_argument("--version", action="version", version=f"crpsgd_mpi {__version__}")
-    for f in fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        ann = str(f.type)
-        shown = f.default if not isinstance(f.default, tuple) else " ".join(f.default) or "none"
-        helptext = f.metadata.get("help", "") + ("" if f.default is None else f" (default: {shown})")
-        if ann == "bool":
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=helptext)
-        elif ann.startswith("tuple"):
-            p.add_argument(flag, dest=f.name, action="append", default=None, metavar="MODULE_OR_FILE", help=helptext)
-        elif ann.startswith("int |") and f.name == "period":
-            p.add_argument(flag, dest=f.name, default=None, metavar="H|stich|prsgd", help=helptext)
-        elif ann.startswith("int"):  # parsed strictly by `cli_value`, as a TOML value would be
-            p.add_argument(flag, dest=f.name, default=None, metavar="INT", help=helptext)
-        elif ann.startswith("float"):
-            p.add_argument(flag, dest=f.name, default=None, metavar="X", help=helptext)
-        else:
-            p.add_argument(flag, dest=f.name, default=None, help=helptext)
+    by_name = {f.name: f for f in fields(Config) if not f.metadata.get("internal")}
+    for title, names in _GROUPS:
+        group = p.add_argument_group(title)
+        for name in names:
+            _core_option(group, by_name.pop(name))
+    for f in by_name.values():  # a setting no group lists yet
+        _core_option(p, f)
+    seen: set[str] = set()
+    for registry in (ALGORITHMS, SCHEDULES, PROBLEMS, DATASETS):
+        for name in registry.names():
+            declared = [q for q in registry.params(name) if q.name not in seen]
+            if not declared or (selected and selected.get(registry.kind) not in (None, name)):
+                continue
+            group = p.add_argument_group(f"{registry.kind} {name} (its own parameters; "
+                                         f"--{registry.field} {name})")
+            for q in declared:
+                seen.add(q.name)
+                group.add_argument(q.flag, dest=q.name, default=None, metavar=q.kind.upper(),
+                                   help=f"{q.help}: {q.describe()}")
     return p
+
+
+def _core_option(p: Any, f: Any) -> None:
+    flag = "--" + f.name.replace("_", "-")
+    ann = str(f.type)
+    shown = f.default if not isinstance(f.default, tuple) else " ".join(f.default) or "none"
+    helptext = f.metadata.get("help", "") + ("" if f.default is None else f" (default: {shown})")
+    if ann == "bool":
+        p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=helptext)
+    elif ann.startswith("tuple"):
+        p.add_argument(flag, dest=f.name, action="append", default=None, metavar="MODULE_OR_FILE", help=helptext)
+    elif ann.startswith("int |") and f.name == "period":
+        p.add_argument(flag, dest=f.name, default=None, metavar="H|stich|prsgd", help=helptext)
+    elif ann.startswith("int"):  # parsed strictly by `cli_value`, as a TOML value would be
+        p.add_argument(flag, dest=f.name, default=None, metavar="INT", help=helptext)
+    elif ann.startswith("float"):
+        p.add_argument(flag, dest=f.name, default=None, metavar="X", help=helptext)
+    elif f.name in _CHOICES:
+        p.add_argument(flag, dest=f.name, default=None, metavar="{" + ",".join(_CHOICES[f.name]) + "}",
+                       help=helptext)
+    elif f.name == "dataset":
+        p.add_argument(flag, dest=f.name, default=None, metavar="NAME|NAME:ARG|FILE", help=helptext)
+    else:
+        p.add_argument(flag, dest=f.name, default=None, help=helptext)
 
 
 def _registered_help(p: argparse.ArgumentParser) -> None:
@@ -88,33 +130,61 @@ def parse_config(argv: Sequence[str] | None) -> Config | None:
     return cfg if isinstance(cfg, Config) else None
 
 
+def _early(args: list[str]) -> argparse.Namespace:
+    """The options that decide which options exist: --plugin, --config and the component choices."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--config")
+    p.add_argument("--plugin", action="append", default=None)
+    for flag, registry in _LISTED:
+        p.add_argument(flag, dest=registry.kind, default=None)
+    return p.parse_known_args(args)[0]
+
+
 def parse(argv: Sequence[str] | None) -> tuple[Config | Resume | None, str | None]:
     """(Config, the --config file) from defaults < TOML file < command line; (None, None) for --help or --list; a
-    Resume for --resume."""
-    parser = build_parser()
+    Resume for --resume. The plug-ins (command line and --config file) are imported first: their components'
+    parameters are options like any other."""
     args = list(sys.argv[1:] if argv is None else argv)
+    early = _early(args)
+    from_file = Config.read_toml(early.config) if early.config is not None else {}
+    load_plugins([*_as_list(from_file.get("plugin")), *(early.plugin or ())])
     if "-h" in args or "--help" in args:
-        ns, _ = parser.parse_known_args([a for a in args if a not in ("-h", "--help")])
-        load_plugins(ns.plugin or ())
+        selected = {r.kind: getattr(early, r.kind) for _, r in _LISTED if getattr(early, r.kind) is not None}
+        parser = build_parser(selected)
         _registered_help(parser)
         parser.print_help()
         return None, None
+    parser = build_parser()
     ns = vars(parser.parse_args(args))
     path, listing, resume = ns.pop("config"), ns.pop("list"), ns.pop("resume")
-    options = {k: cli_value(k, v) for k, v in ns.items() if v is not None}
+    given = {k: v for k, v in ns.items() if v is not None}
+    options = {k: cli_value(k, v) if k in CORE_NAMES else v for k, v in given.items()}
+    text = frozenset(k for k in given if k not in CORE_NAMES)
     if resume is not None and not listing:
-        merged = Config.read_toml(path) if path is not None else {}
-        return Resume(resume, {**merged, **options}), path
+        return Resume(resume, {**from_file, **options}), path
     if listing:
-        load_plugins(options.get("plugin", ()))
         for flag, registry in _LISTED:
             rows = registry.table()
             if rows:
                 print(f"{registry.kind}s ({flag}):")
                 width = max(len(name) for name, _ in rows)
-                print("\n".join(f"  {name:<{width}}  {doc}" for name, doc in rows))
+                print("\n".join(f"  {name:<{width}}  {doc}{_own(registry, name)}" for name, doc in rows))
+        print("data sets also: a LIBSVM/svmlight or HDF5 (/X, /y) file path, or cifar10:DIR (the CIFAR-10 python or "
+              "binary distribution in DIR)")
         return None, None
-    return config_from(options, path), path
+    return config_from(options, path, text=text), path
+
+
+def _own(registry: Any, name: str) -> str:
+    declared = registry.params(name)
+    return f" [{', '.join(f'{q.flag} {q.kind}' for q in declared)}]" if declared else ""
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] \
+        if isinstance(value, (list, tuple)) else []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

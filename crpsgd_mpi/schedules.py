@@ -353,25 +353,25 @@ class _NormTestPlan(Plan):
         self.batch = max(self.batch, wanted)
 
 
-@SCHEDULES.register("geometric")
+@SCHEDULES.register("geometric", owns=("B1", "rho"))
 def _geometric(cfg: Config) -> BatchSchedule:
     """B_t = floor(B1 rho^(t-1)): Algorithm 1 (--B1, --rho)."""
     return Geometric(cfg.B1, cfg.rho)
 
 
-@SCHEDULES.register("linear")
+@SCHEDULES.register("linear", owns=("B1",))
 def _linear(cfg: Config) -> BatchSchedule:
     """B_t = B1 t (--B1)."""
     return Linear(cfg.B1)
 
 
-@SCHEDULES.register("step")
+@SCHEDULES.register("step", owns=("B1", "step_factor", "step_every"))
 def _step(cfg: Config) -> BatchSchedule:
     """B_t = floor(B1 factor^floor((t-1)/every)): Smith et al. 2018 (--B1, --step-factor, --step-every)."""
     return Step(cfg.B1, cfg.step_factor, cfg.step_every)
 
 
-@SCHEDULES.register("norm-test")
+@SCHEDULES.register("norm-test", owns=("B1", "norm_theta"))
 def _norm_test(cfg: Config) -> BatchSchedule:
     """Adaptive: grow the batch while Var(g) > theta^2 ||g||^2 (Byrd et al. 2012; --B1, --norm-theta; N >= 2)."""
     return NormTest(cfg.B1, cfg.norm_theta)

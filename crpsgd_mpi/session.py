@@ -165,12 +165,20 @@ def input_files(cfg: Config) -> list[Path]:
     return [*files, *(Path(p) for p in cfg.plugin if p.endswith(".py")), cache_path()]
 
 
+def run_label(cfg: Config) -> str:
+    """'schedule=polynomial, B1=1, power=1.5': what tells the run apart (Config.distinguishing)."""
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in cfg.distinguishing())
+
+
 def default_out(cfg: Config, n_workers: int) -> Path:
-    """runs/<algorithm>-<data>-N<N>-T<T>-seed<s>-<time>.h5, not yet taken."""
+    """runs/<algorithm>-<its settings>-<data>-N<N>-T<T>-seed<s>-<time>.h5, not yet taken."""
     name = Path(cfg.dataset).stem if cfg.dataset not in ("synthetic", "fashion-mnist") else cfg.dataset
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / f"{cfg.algorithm}-{name}-N{n_workers}-T{cfg.T}-seed{cfg.seed}-{stamp}"
-    path, i = base.with_suffix(".h5"), 1
+    label = "-".join(f"{v}" if k == "schedule" else f"{k}_{v:g}" if isinstance(v, float) else f"{k}_{v}"
+                     for k, v in cfg.distinguishing())
+    label = "".join(c if c.isalnum() or c in "._-" else "_" for c in label)[:80]
+    base = Path("runs") / f"{cfg.algorithm}{'-' + label if label else ''}-{name}-N{n_workers}-T{cfg.T}-seed{cfg.seed}-{stamp}"
+    path, i = Path(f"{base}.h5"), 1
     while path.exists():
         path, i = Path(f"{base}-{i}.h5"), i + 1
     return path
@@ -412,7 +420,7 @@ def summary(cfg: Config, outcome: Outcome, n_workers: int, backend: str) -> str:
     L = f"L={c['L']:.6g}, " if c.get("L") is not None and math.isfinite(c["L"]) else ""
     steps = L + ", ".join(f"{k}={c[k]:.6g}" for k in ("gamma", "theta") if c.get(k) is not None)
     return "\n".join([
-        f"{cfg.algorithm} on {v['problem'].describe()}, N={n_workers} ({backend}), T={cfg.T}",
+        f"{cfg.algorithm} ({run_label(cfg)}) on {v['problem'].describe()}, N={n_workers} ({backend}), T={cfg.T}",
         f"  rounds {led.rounds}, SFO per worker {led.sfo} ({cfg.T - led.sfo} unspent), "
         f"{led.bytes / 1e6:.3f} MB reduced per rank",
         f"  final loss {v['loss']:.10g}{sub}{gn}{test}",

@@ -31,6 +31,8 @@ class Catalyst(Algorithm):
     restarts its batch schedule at B1. Returns the last y_k. Defaults: theta = 2L, gamma = 1/(L + theta).
     """
 
+    owns = ("schedule", "gamma", "theta")
+
     def __init__(self, N: int, T: int, schedule: BatchSchedule, gamma: float, theta: float) -> None:
         self.K, self.inner_T = catalyst_counts(N, T)
         self.schedule, self.gamma, self.theta = schedule, gamma, theta

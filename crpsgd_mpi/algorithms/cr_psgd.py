@@ -29,6 +29,8 @@ class CRPSGD(Algorithm):
     An adaptive schedule also receives the mean of the workers' squared gradient norms, sent in the same round.
     """
 
+    owns = ("schedule", "gamma")
+
     def __init__(self, T: int, schedule: BatchSchedule, gamma: float, extra_grad: Extra | None = None) -> None:
         self.T, self.schedule, self.gamma, self.extra_grad = T, schedule, gamma, extra_grad
 

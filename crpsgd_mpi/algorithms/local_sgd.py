@@ -35,6 +35,8 @@ class LocalSGD(Algorithm):
     fit the remaining budget is not started. Returns the averaged model.
     """
 
+    owns = ("period", "local_batch", "gamma")
+
     def __init__(self, T: int, period: int, local_batch: int, gamma: float) -> None:
         self.T, self.H, self.b, self.gamma = T, period, local_batch, gamma
 

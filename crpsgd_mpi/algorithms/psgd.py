@@ -17,6 +17,8 @@ class PSGD(CRPSGD):
     x <- x - gamma g. Returns the last iterate. (CR-PSGD with a constant schedule.)
     """
 
+    owns = ("batch_size", "gamma")
+
     @classmethod
     def check(cls, cfg: Config, n_workers: int) -> None:
         if cfg.batch_size > cfg.T:

@@ -1,0 +1,164 @@
+"""Parameters as data: a component (algorithm, batch schedule, problem, data set) declares each of its own
+parameters once (name, type, default, constraint, one-line help); one mechanism parses command-line text, checks
+TOML and API values and says what is wrong in one message form, `NAME=VALUE: must be ...`."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InputError
+
+#: Strict forms of a number in text: ASCII digits only (int() also takes other scripts' digits, full-width digits,
+#: underscores and surrounding spaces); a float may also be nan or inf, judged by the constraint.
+INT_TEXT = re.compile(r"[+-]?[0-9]+")
+FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:nan|inf|infinity)",
+                        re.IGNORECASE)
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+#: More digits than this cannot be a 64-bit count (and int() refuses 4300 or more).
+MAX_DIGITS = 40
+INT64_MAX = 2**63 - 1
+KINDS = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def short(text: str, limit: int = 60) -> str:
+    """`text`, cut to `limit` characters with '...' (for messages)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def int_text(name: str, text: str) -> int:
+    """An integer from strict ASCII text (INT_TEXT), refusing more digits than a 64-bit count can have."""
+    if not INT_TEXT.fullmatch(text):
+        raise InputError(name, short(text), "must be an integer")
+    if len(text.lstrip("+-").lstrip("0")) > MAX_DIGITS:
+        raise InputError(name, short(text), f"must be an integer < 2^63 (it has {len(text)} digits)")
+    return int(text)
+
+
+def float_text(name: str, text: str) -> float:
+    """A float from strict ASCII text (FLOAT_TEXT); -0.0 becomes 0.0."""
+    if not FLOAT_TEXT.fullmatch(text):
+        raise InputError(name, short(text), "must be a number")
+    return float(text) + 0.0
+
+
+def bool_text(name: str, text: str) -> bool:
+    """true/false, yes/no, on/off, 1/0."""
+    word = text.strip().lower()
+    if word not in BOOL_WORDS:
+        raise InputError(name, text, "must be true or false")
+    return BOOL_WORDS[word]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a component: `kind` is "int", "float", "str" or "bool"; an int or float may be bounded
+    (`low`/`high`, exclusive where `low_open`/`high_open`), a str may be one of `choices`."""
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier() or self.name.startswith("_"):
+            raise ValueError(f"parameter name {self.name!r}: must be a Python identifier (use '_', shown as '-')")
+        if self.kind not in KINDS:
+            raise ValueError(f"parameter {self.name}: kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        if not self.help.strip():
+            raise ValueError(f"parameter {self.name}: needs a one-line help text")
+        self.check(self.coerce(self.default))
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def parse(self, text: Any) -> Any:
+        """The value from command-line text, parsed strictly (a non-string passes to `coerce`)."""
+        if not isinstance(text, str):
+            return self.coerce(text)
+        if self.kind == "int":
+            return int_text(self.name, text)
+        if self.kind == "float":
+            return float_text(self.name, text)
+        if self.kind == "bool":
+            return bool_text(self.name, text)
+        return text
+
+    def coerce(self, value: Any) -> Any:
+        """A TOML or API value of the right type (an integral float for an int, an int for a float), else the one
+        message form."""
+        if self.kind == "bool":
+            if isinstance(value, bool):
+                return value
+            raise InputError(self.name, value, "must be true or false")
+        if self.kind == "int":
+            if isinstance(value, float) and value.is_integer() and abs(value) <= INT64_MAX:
+                return int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputError(self.name, value, "must be an integer")
+            return value
+        if self.kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InputError(self.name, value, "must be a number")
+            try:
+                return float(value) + 0.0
+            except OverflowError:
+                raise InputError(self.name, value, "must be a finite number") from None
+        if not isinstance(value, str):
+            raise InputError(self.name, value, "must be a string")
+        if "\0" in value:
+            raise InputError(self.name, value, "must not contain a NUL character")
+        return value
+
+    def check(self, value: Any) -> None:
+        """The constraint: finite and within the bounds for numbers, one of the choices for strings."""
+        if self.kind in ("int", "float"):
+            if self.kind == "float" and not math.isfinite(value):
+                raise InputError(self.name, value, f"must be a finite number{self._range()}")
+            if self.kind == "int" and abs(value) > INT64_MAX:
+                raise InputError(self.name, value, "must be an integer < 2^63")
+            bad_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+            bad_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+            if bad_low or bad_high:
+                what = "an integer" if self.kind == "int" else "a number"
+                raise InputError(self.name, value, f"must be {what}{self._range()}")
+        elif self.choices is not None and value not in self.choices:
+            raise InputError(self.name, value, "must be one of " + ", ".join(self.choices))
+
+    def value(self, raw: Any, from_text: bool = False) -> Any:
+        """Parsed (text) or coerced (any other value), then checked."""
+        v = self.parse(raw) if from_text else self.coerce(raw)
+        self.check(v)
+        return v
+
+    def _range(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " " + " and ".join(parts) if parts else ""
+
+    def describe(self) -> str:
+        """'float > 1 (default 2.0)': the type, constraint and default, for --help."""
+        kind = "one of " + ", ".join(self.choices) if self.choices else self.kind
+        return f"{kind}{self._range()} (default {self.default!r})"
+
+
+def params_of(component: Any) -> tuple[Param, ...]:
+    """The parameters a registered component declares (its `params` attribute; none if it has no such attribute)."""
+    declared = getattr(component, "params", ())
+    if not isinstance(declared, (tuple, list)) or not all(isinstance(p, Param) for p in declared):
+        raise ValueError(f"{component!r}: `params` must be a tuple of crpsgd_mpi.params.Param")
+    names = [p.name for p in declared]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{component!r}: a parameter is declared twice in {names}")
+    return tuple(declared)
