@@ -63,8 +63,9 @@ test-mpi: $(STAMP)
 	$(ACTIVATE) python -m pytest -q -m mpi
 
 # Traces first (resumable: finished traces are never recomputed), plotting second.
+FAMILIES := $(sort $(filter-out experiments/example.toml,$(wildcard experiments/*.toml)))
 experiments: $(STAMP) data
-	$(ACTIVATE) python experiments/driver.py --results results
+	$(ACTIVATE) python -m crpsgd_mpi.sweep --results results $(FAMILIES)
 
 figures: experiments
 	MPLBACKEND=Agg $(BIN)/python -m crpsgd_mpi.figures --results results --experiments experiments --out figures
@@ -72,7 +73,7 @@ figures: experiments
 # The paper's second experiment: ResNet20 on Fashion-MNIST, N = 8 (about 20 minutes here; GRID=1 also reruns the
 # step-size grid, about 15 more). Resumable like the other families; not part of `make figures` or `make test`.
 figures-deep: $(STAMP) data
-	$(ACTIVATE) python experiments/driver.py --results results-deep experiments/deep/resnet20_fmnist.toml \
+	$(ACTIVATE) python -m crpsgd_mpi.sweep --results results-deep experiments/deep/resnet20_fmnist.toml \
 		$(if $(GRID),experiments/deep/resnet20_fmnist_grid.toml)
 	MPLBACKEND=Agg $(BIN)/python -m crpsgd_mpi.figures --results results-deep --experiments experiments/deep --out figures
 

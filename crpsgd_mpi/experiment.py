@@ -4,6 +4,7 @@ has no complete trace yet (resumable) and leaves plotting to a separate stage.""
 from __future__ import annotations
 
 import gc
+import itertools
 import multiprocessing
 import os
 import signal
@@ -36,7 +37,7 @@ class Run:
 
 @dataclass
 class Family:
-    """A family of runs from one TOML file."""
+    """A family of runs from one TOML file (the format: `load_family`)."""
 
     name: str
     study: str
@@ -45,40 +46,65 @@ class Family:
     seeds: list[int]
     base: dict[str, Any]
     runs: dict[str, dict[str, Any]]
-    sweep_workers: list[int] = field(default_factory=list)
+    sweep: dict[str, list[Any]] = field(default_factory=dict)
 
     def expand(self, results: Path) -> list[Run]:
-        """Every (label, seed) run, with its trace path under results/<family>/."""
+        """Every (label, swept values, seed) run, with its trace path under results/<family>/: the runs are the
+        cross product of the labelled runs, the sweep's lists (in the file's order) and the seeds."""
         out = []
+        keys = list(self.sweep)
         for label, overrides in self.runs.items():
-            grid = self.sweep_workers or [None]
-            for n in grid:
-                settings = {**self.base, **overrides}
-                name = label
-                if n is not None:
-                    settings["workers"] = n
-                    name = f"{label}-N{n}"
+            for values in itertools.product(*(self.sweep[k] for k in keys)):
+                settings = {**self.base, **overrides, **dict(zip(keys, values))}
+                name = "-".join([label, *(_tag(k, v) for k, v in zip(keys, values))])
                 for seed in self.seeds:
                     path = results / self.name / f"{name}-seed{seed}.h5"
                     out.append(Run(self.name, name, seed, {**settings, "seed": seed}, path))
         return out
 
 
+def _tag(key: str, value: Any) -> str:
+    """A swept value in a run's name: N8 for workers (as the studies have always named them), else key_value."""
+    text = f"N{value}" if key == "workers" else f"{key}_{value:g}" if isinstance(value, float) else f"{key}_{value}"
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
+
+#: The keys of a family file; every other top-level key is a mistake.
+FAMILY_KEYS = ("study", "title", "epsilon", "seeds", "base", "runs", "sweep")
+
+
 def load_family(path: Path) -> Family:
-    """Parse and validate a family file (each run's config is validated now, not mid-sweep); read as safely as a
+    """Parse and validate a family file, a TOML file of these keys:
+
+    - `title` (text for figures), `study` (what `make figures` draws: pl, nonconvex, speedup, schedules, deep;
+      any other word, or none, for a family of one's own), `epsilon` (of the tables), `seeds` (list, default [0]);
+    - `[base]`: any run option (`plugin` included), shared by every run;
+    - `[runs.LABEL]`: one table per labelled run, the options it changes (possibly none); at least one;
+    - `[sweep]`: any option (a plug-in's parameters included) with a list of values: every labelled run is run
+      for each combination (the cross product).
+
+    Each run's config is validated now (plug-ins imported first), not mid-sweep; the file is read as safely as a
     config file (a regular UTF-8 file of bounded size), every fault one InputError naming the file."""
+    from .api import config_from
+
     raw = Config.read_toml(path)
+    for key in raw:
+        if key not in FAMILY_KEYS:
+            raise InputError("family", str(path), f"unknown key {key!r} (a family has {', '.join(FAMILY_KEYS)}; "
+                             "run options go in [base], [runs.LABEL] or [sweep])")
     try:
-        fam = Family(name=path.stem, study=raw["study"], title=raw.get("title", path.stem),
-                     epsilon=raw.get("epsilon"), seeds=list(raw.get("seeds", [0])), base=dict(raw.get("base", {})),
-                     runs={k: dict(v) for k, v in raw["runs"].items()},
-                     sweep_workers=list(raw.get("sweep", {}).get("workers", [])))
-    except KeyError as exc:
-        raise InputError("family", str(path), f"missing key {exc.args[0]!r}") from None
+        runs = raw.get("runs") or {"run": {}}
+        fam = Family(name=path.stem, study=str(raw.get("study", "custom")), title=str(raw.get("title", path.stem)),
+                     epsilon=raw.get("epsilon"), seeds=[int(s) for s in raw.get("seeds", [0])],
+                     base=dict(raw.get("base", {})), runs={str(k): dict(v) for k, v in runs.items()},
+                     sweep={str(k).replace("-", "_"): list(v) for k, v in raw.get("sweep", {}).items()})
     except (TypeError, ValueError, AttributeError) as exc:
         raise InputError("family", str(path), f"not a family file ({type(exc).__name__}: {exc})") from None
-    for label, overrides in fam.runs.items():
-        Config.from_mapping({**fam.base, **overrides}, source=f"{path}:{label}")
+    for key, values in fam.sweep.items():
+        if not values:
+            raise InputError("family", str(path), f"[sweep] {key}: needs a non-empty list of values")
+    for run in fam.expand(Path(".")):
+        config_from(run.settings)  # plug-ins named anywhere imported, every value checked
     return fam
 
 
@@ -95,13 +121,14 @@ def needs_run(run: Run) -> bool:
 def resumable(run: Run) -> bool:
     """The member's trace was stopped after a checkpoint, and its run is the one the family asks for now (every
     option that changes the numbers equal, those the family leaves out included)."""
+    from .api import config_from
     from .resume_point import CHANGEABLE, read_resume_point
 
     try:
         point = read_resume_point(run.path)
         if point.checkpoint is None or point.status in DONE:
             return False
-        wanted = Config.from_mapping(run.settings).to_dict()
+        wanted = config_from(run.settings).to_dict()
     except Exception:  # noqa: BLE001 - a trace that cannot be resumed is simply run again
         return False
     return all(point.options.get(key) == value for key, value in wanted.items() if key not in CHANGEABLE)
@@ -134,8 +161,11 @@ def _flags(settings: dict[str, Any], use_mpi: bool) -> list[str]:
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
             args.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                args += [flag, str(item)]
         else:
-            args += [flag, str(value)]
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
     return args
 
 
@@ -269,7 +299,9 @@ def fstar_key(run: Run) -> str | None:
     """The f* cache key of a run that needs f* (an l2 run), else None."""
     from .fstar_cache import cache_key
 
-    cfg = Config.from_mapping(run.settings)
+    from .api import config_from
+
+    cfg = config_from(run.settings)
     if cfg.model != "logreg" or cfg.regularizer != "l2":
         return None
     try:
