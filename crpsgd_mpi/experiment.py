@@ -297,9 +297,8 @@ class FstarOrder:
 
 def fstar_key(run: Run) -> str | None:
     """The f* cache key of a run that needs f* (an l2 run), else None."""
-    from .fstar_cache import cache_key
-
     from .api import config_from
+    from .fstar_cache import cache_key
 
     cfg = config_from(run.settings)
     if cfg.model != "logreg" or cfg.regularizer != "l2":

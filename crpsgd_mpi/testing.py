@@ -177,13 +177,11 @@ def _check_resume(options: dict[str, Any], plugin: str | None, full: Trace, tmp:
 
 def _check_backends(options: dict[str, Any], plugin: str | None, local: Trace, tmp: Path, mpi: bool | None,
                     report: Report) -> None:
-    if mpi is None and shutil.which("mpiexec") is None:
-        mpi = None
-    elif mpi is None:
-        mpi = True
+    why = "not asked (mpi=False)"
+    if mpi is None:
+        mpi, why = shutil.which("mpiexec") is not None, "no mpiexec on PATH"
     if not mpi:
-        report.skipped.append("in process = mpiexec: " + ("not asked (mpi=False)" if mpi is False else
-                                                          "no mpiexec on PATH"))
+        report.skipped.append(f"in process = mpiexec: {why}")
         return
     from .experiment import _flags
     from .launch import run_job
