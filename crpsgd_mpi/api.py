@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import signals
 from .comm import Backend, launched_by_mpi, make_backend
 from .config import Config
@@ -85,7 +87,8 @@ def execute(cfg: Config, print_summary: bool = False, config_file: str | Path | 
 def _run(prepared: Prepared, print_summary: bool) -> Outcome:
     """Run what every process prepared; the summary (rank 0, unless quiet) when it completes."""
     cfg, backend = prepared.cfg, prepared.backend
-    outcome = Run(prepared, progress=not cfg.quiet and interactive()).execute()
+    with np.errstate(all="ignore"):  # an overflow is found and said by the divergence check, never as a warning
+        outcome = Run(prepared, progress=not cfg.quiet and interactive()).execute()
     if print_summary and outcome.status == "complete" and backend.is_root and not cfg.quiet:
         show(summary(cfg, outcome, backend.n_workers, backend.name))
     return outcome

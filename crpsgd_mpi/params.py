@@ -32,9 +32,10 @@ def int_text(name: str, text: str) -> int:
     """An integer from strict ASCII text (INT_TEXT), refusing more digits than a 64-bit count can have."""
     if not INT_TEXT.fullmatch(text):
         raise InputError(name, short(text), "must be an integer")
-    if len(text.lstrip("+-").lstrip("0")) > MAX_DIGITS:
-        raise InputError(name, short(text), f"must be an integer < 2^63 (it has {len(text)} digits)")
-    return int(text)
+    digits = text.lstrip("+-").lstrip("0") or "0"  # int() refuses 4300 digits, leading zeros included
+    if len(digits) > MAX_DIGITS:
+        raise InputError(name, short(text), f"must be an integer < 2^63 (it has {len(digits)} digits)")
+    return -int(digits) if text.startswith("-") else int(digits)
 
 
 def float_text(name: str, text: str) -> float:
