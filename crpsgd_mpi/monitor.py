@@ -37,6 +37,7 @@ class Monitor:
         self._last_flush = time.monotonic()
         self._last_eval: tuple[int, int, float, float, float, float, float] | None = None
         self.last_test: tuple[float, float] | None = None
+        self.first_loss: float | None = None  # the start's (not known after a resume)
         self.eval_time = 0.0
         self.n_evals = 0  # evaluation rows recorded (written or pending)
         self.rounds_written = 0  # round rows in the trace
@@ -78,6 +79,8 @@ class Monitor:
         sub = loss - self.f_star if self.f_star is not None else math.nan
         test_loss, test_accuracy = self.last_test if self.last_test is not None else (math.nan, math.nan)
         row = (self.ledger.rounds, self.ledger.sfo, loss, gn, sub, test_loss, test_accuracy)
+        if self.ledger.rounds == 0 and self.first_loss is None:
+            self.first_loss = loss
         self._last_eval = row
         self._pending_evals.append(row)
         self.n_evals += 1

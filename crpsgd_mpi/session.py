@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import sys
+import sysconfig
 import threading
 import time
 import traceback
@@ -277,7 +278,8 @@ class Run:
         self._claim_or_wait()
         self._finish("complete", x, None)
         values = {"loss": loss, "grad_norm_sq": gn, "f_star": f_star, "constants": constants, "problem": problem,
-                  "ledger": ledger, "eval_time": self.monitor.eval_time, "wall_time": ledger.elapsed(), "test": test}
+                  "ledger": ledger, "eval_time": self.monitor.eval_time, "wall_time": ledger.elapsed(), "test": test,
+                  "start_loss": self.monitor.first_loss}
         return Outcome("complete", EXIT_OK, self._path(), values=values)
 
     def _attrs(self, constants: dict[str, Any], f_star: float | None) -> dict[str, Any]:
@@ -369,15 +371,13 @@ class Run:
     def _fail(self, exc: BaseException) -> Outcome:
         status, code = _status_of(exc)
         ours = isinstance(exc, (TraceWriteError, InputError))
-        message = str(exc) if ours else f"{type(exc).__name__}: {exc}"
+        message = str(exc) if ours else f"{type(exc).__name__}: {exc}{_user_frame(exc, self._path() or self.p.out or self.cfg.out)}"
         # the trace keeps the traceback of the process that failed
         detail = "" if status == "interrupted" or ours else "\n" + traceback.format_exc()
         if not self.backend.claim_ending():  # the supervisor is ending the job already
             _wait_for_the_end()
         elif not self.backend.is_root:
-            signals.ignore()  # rank 0's abort ends this process; no second report
-            if status != "interrupted":
-                say(f"crpsgd_mpi: rank {self.backend.local_workers[0]}: {status}: {message}")
+            signals.ignore()  # rank 0's abort ends this process; rank 0 says the one line, naming this rank
             self.backend.report_failure(message + detail, status, code)
         else:
             self._fatal(status, message + detail, code)
@@ -391,6 +391,27 @@ class Run:
         already has (a signal while the last collective completed): then its outcome stands."""
         if not self.backend.claim_ending():
             _wait_for_the_end()
+
+
+#: Where our package and the installed libraries live: frames outside them are the user's (a plug-in's).
+_OURS = (str(Path(__file__).resolve().parent), sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"],
+         sysconfig.get_paths()["platlib"])
+
+
+def _user_frame(exc: BaseException, trace: Path | str | None) -> str:
+    """' (at FILE:LINE in FUNC; ...)' for the innermost frame of the user's own code (a plug-in) in the
+    traceback, and where the whole traceback is; '' when the failure is not in such code."""
+    where = None
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if not name.startswith("<") and not os.path.realpath(name).startswith(_OURS):
+            where = (name, tb.tb_lineno, tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    if where is None:
+        return ""
+    full = f"python -m crpsgd_mpi.show {trace}" if trace is not None else "the trace"
+    return f" (at {where[0]}:{where[1]} in {where[2]}; full traceback: {full})"
 
 
 def _wait_for_the_end() -> None:
@@ -426,7 +447,19 @@ def summary(cfg: Config, outcome: Outcome, n_workers: int, backend: str) -> str:
         f"  final loss {v['loss']:.10g}{sub}{gn}{test}",
         f"  {steps}",
         f"  trace {outcome.path or '-'} (complete); {v['wall_time']:.2f} s of rounds, {v['eval_time']:.2f} s of evaluations",
+        *_warnings(v, c),
     ])
+
+
+def _warnings(v: dict[str, Any], c: dict[str, Any]) -> list[str]:
+    """What a complete run's numbers say against it: a final loss above the start's means the step size is too
+    large (the run is complete, not good)."""
+    start = v.get("start_loss")
+    if start is None or not v["loss"] > start:
+        return []
+    gamma = f"gamma={c['gamma']:.6g}" if c.get("gamma") is not None else "the step size"
+    return [f"  warning: the final loss {v['loss']:.6g} is above the starting loss {start:.6g}: {gamma} is too "
+            "large for this run (try a smaller --gamma)"]
 
 
 def interactive() -> bool:
