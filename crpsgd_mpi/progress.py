@@ -11,13 +11,15 @@ from typing import TextIO
 from .ledger import Ledger
 
 
-def _width() -> int:
-    """The terminal's width; 100 where it reports none (a pseudo-terminal without a size)."""
+def _size() -> tuple[int, int]:
+    """The terminal's (width, height); 100 x 24 where it reports none (a pseudo-terminal without a size, as
+    `script` gives: tqdm would then draw a bar of no width, and hide a bar below a screen of no height)."""
     try:
-        columns = os.get_terminal_size(sys.stderr.fileno()).columns
+        size = os.get_terminal_size(sys.stderr.fileno())
+        columns, lines = size.columns, size.lines
     except (OSError, ValueError, AttributeError):
-        columns = 0
-    return columns if columns >= 40 else 100
+        columns, lines = 0, 0
+    return (columns if columns >= 40 else 100), (lines if lines >= 2 else 24)
 
 
 class Progress:
@@ -27,7 +29,8 @@ class Progress:
     def __init__(self, T: int, interval: float = 0.25, file: TextIO | None = None) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=T, unit="SFO", ncols=_width(), leave=True, mininterval=interval, file=file,
+        columns, lines = _size()
+        self.bar = tqdm(total=T, unit="SFO", ncols=columns, nrows=lines, leave=True, mininterval=interval, file=file,
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} SFO [{elapsed}<{remaining}{postfix}]")
         self.interval = interval
         self.loss = float("nan")
