@@ -371,7 +371,8 @@ class Run:
     def _fail(self, exc: BaseException) -> Outcome:
         status, code = _status_of(exc)
         ours = isinstance(exc, (TraceWriteError, InputError))
-        message = str(exc) if ours else f"{type(exc).__name__}: {exc}{_user_frame(exc, self._path() or self.p.out or self.cfg.out)}"
+        where = _user_frame(exc, self._path() or self.p.out or self.cfg.out)
+        message = str(exc) if ours else f"{type(exc).__name__}: {exc}{where}"
         # the trace keeps the traceback of the process that failed
         detail = "" if status == "interrupted" or ours else "\n" + traceback.format_exc()
         if not self.backend.claim_ending():  # the supervisor is ending the job already
