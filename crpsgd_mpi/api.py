@@ -30,7 +30,7 @@ def config_from(options: Mapping[str, Any], config_file: str | Path | None = Non
     plug-ins named by either are imported first, so that what they register can be named."""
     merged = Config.read_toml(config_file) if config_file is not None else {}
     given = {k.replace("-", "_"): v for k, v in options.items()}
-    plugins = [p for source in (merged, given) for p in _as_list(source.get("plugin"))]
+    plugins = [p for source in (merged, given) for p in _as_list(source.get("plugin"))]  # each checked: strings
     merged.update(given)
     if plugins:  # the file's and the command line's, both
         merged["plugin"] = list(dict.fromkeys(plugins))
@@ -57,10 +57,15 @@ def _say_input_error(exc: InputError, is_root: bool) -> None:
     exc.reported = True  # type: ignore[attr-defined]
 
 
-def _as_list(value: Any) -> list[Any]:
+def _as_list(value: Any) -> list[str]:
+    """The plug-ins a `plugin` setting names: a string or a list of non-empty strings (anything else is refused
+    before anything is imported, naming the value)."""
     if value is None:
         return []
-    return [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v for v in items):
+        raise InputError("plugin", value, "must be a string or a list of strings (module names or Python files)")
+    return list(items)
 
 
 def execute(cfg: Config, print_summary: bool = False, config_file: str | Path | None = None,
@@ -171,7 +176,7 @@ def resume(path: str | Path, **options: Any) -> Trace | None:
     """
     options = {k.replace("-", "_"): v for k, v in options.items()}
     options.setdefault("backend", "auto" if launched_by_mpi() else "local")
-    with _signals_for_the_run():
+    with one_run_at_a_time("resume"), _signals_for_the_run():
         outcome = execute_resume(path, options, print_summary=True)
     return _result(outcome, in_memory=False)
 
@@ -185,19 +190,48 @@ def simulate(*, config: str | Path | None = None, **options: Any) -> Trace | Non
     `config` is a TOML file the options override. Raises InputError for bad options, RunDiverged, RunInterrupted or
     RunFailed (with the recorded `.trace`) when the run does not complete.
 
+    Threads: calls from several threads are safe but run one at a time (`one_run_at_a_time`: the numeric kernels keep
+    per-process scratch buffers); for runs side by side use processes. A call from inside a run (a plug-in's
+    code) raises RuntimeError.
+
     >>> trace = simulate(algorithm="cr-psgd", T=2000, workers=4, quiet=True)
     >>> trace.evals.plot(x="sfo", y="suboptimality", logx=True, logy=True)  # doctest: +SKIP
     """
     options = {k.replace("-", "_"): v for k, v in options.items()}
     options.setdefault("backend", "auto" if launched_by_mpi() else "local")
     keep = options.get("out") is not None
-    with _scratch(keep) as scratch:
+    with one_run_at_a_time("simulate"), _scratch(keep) as scratch:
         if not keep:
             options["out"], options["overwrite"] = str(scratch / "trace.h5"), True
         cfg = config_from(options, config)
         with _signals_for_the_run():
             outcome = execute(cfg, print_summary=True, config_file=config)
         return _result(outcome, in_memory=not keep)
+
+
+#: Held by the thread whose `simulate` or `resume` is running: a run uses process-wide state (the kernels' scratch
+#: buffers in problems/kernels.py `_SCRATCH`, shared by every run with the same dimension; the registries' first
+#: load; the signal handlers), so two runs at once in one process would compute wrong numbers silently.
+_RUN_LOCK = threading.Lock()
+_RUN_OWNER: dict[str, int | None] = {"thread": None}
+
+
+@contextmanager
+def one_run_at_a_time(what: str) -> Iterator[None]:
+    """One run of this process at a time: a call from another thread waits for the running one to end; a call from
+    the thread that is running one (a plug-in calling `simulate` from its `run`) raises RuntimeError (it would
+    wait for itself)."""
+    me = threading.get_ident()
+    if _RUN_OWNER["thread"] == me:
+        raise RuntimeError(f"{what}() called from inside a run of this thread: one process runs one simulation at a "
+                           "time (the numeric kernels share per-process buffers); start it after this run ends, or "
+                           "in another process")
+    with _RUN_LOCK:
+        _RUN_OWNER["thread"] = me
+        try:
+            yield
+        finally:
+            _RUN_OWNER["thread"] = None
 
 
 def _result(outcome: Outcome, in_memory: bool) -> Trace | None:

@@ -13,6 +13,7 @@ if __name__ == "__main__":  # before the imports below (numpy, h5py: ~0.2 s): a 
 from . import threads  # noqa: F401, E402, I001  (must precede numpy)
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -41,6 +42,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         _say_root(f"crpsgd_mpi: error: {message}")
         raise SystemExit(EXIT_USAGE)
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        """argparse's own output (--version): a standard output that cannot take it is said, not ignored."""
+        if message and file is sys.stdout:
+            _print_out(message.rstrip("\n"), "--version")
+        else:
+            super()._print_message(message, file)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +105,7 @@ def parse(argv: Sequence[str] | None) -> tuple[Config | Resume | None, str | Non
         ns, _ = parser.parse_known_args([a for a in args if a not in ("-h", "--help")])
         load_plugins(ns.plugin or ())
         _registered_help(parser)
-        parser.print_help()
+        _print_out(parser.format_help().rstrip("\n"), "--help")
         return None, None
     ns = vars(parser.parse_args(args))
     path, listing, resume = ns.pop("config"), ns.pop("list"), ns.pop("resume")
@@ -107,14 +115,42 @@ def parse(argv: Sequence[str] | None) -> tuple[Config | Resume | None, str | Non
         return Resume(resume, {**merged, **options}), path
     if listing:
         load_plugins(options.get("plugin", ()))
+        lines = []
         for flag, registry in _LISTED:
             rows = registry.table()
             if rows:
-                print(f"{registry.kind}s ({flag}):")
+                lines.append(f"{registry.kind}s ({flag}):")
                 width = max(len(name) for name, _ in rows)
-                print("\n".join(f"  {name:<{width}}  {doc}" for name, doc in rows))
+                lines += [f"  {name:<{width}}  {doc}" for name, doc in rows]
+        _print_out("\n".join(lines), "--list")
         return None, None
     return config_from(options, path), path
+
+
+def _print_out(text: str, asked: str) -> None:
+    """Print what `asked` (--list, --help) asked for; a full or closed standard output is bad input named in one
+    line (its later writes go nowhere, so the interpreter's last flush is quiet)."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError, AttributeError) as exc:  # AttributeError: no standard output at all (None)
+        why = "it is closed" if isinstance(exc, AttributeError) else getattr(exc, "strerror", None) or exc
+        raise InputError("stdout", _stdout_name(), f"cannot take what {asked} prints: {why}") from None
+
+
+def _stdout_name() -> str:
+    """What standard output is (a file's path, 'pipe:[...]'), for the one line; its output silenced from now on."""
+    try:
+        name = os.readlink("/proc/self/fd/1")
+    except OSError:
+        name = "standard output"
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return name
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,7 +189,16 @@ def main_exit() -> NoReturn:
         code = main()
     except (Interrupted, KeyboardInterrupt):
         code = EXIT_INTERRUPTED
+    except SystemExit as exc:  # argparse's own exits (--version, a usage error)
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else EXIT_USAGE
     signals.ignore()
+    try:  # what is left in the buffer: a full standard output is one line, not a traceback
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (OSError, ValueError) as exc:
+        _say_root(f"crpsgd_mpi: error: stdout={_stdout_name()!r}: cannot be written: "
+                  f"{getattr(exc, 'strerror', None) or exc}")
+        code = code or EXIT_USAGE
     sys.exit(code)
 
 
