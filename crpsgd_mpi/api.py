@@ -190,8 +190,8 @@ def simulate(*, config: str | Path | None = None, **options: Any) -> Trace | Non
     `config` is a TOML file the options override. Raises InputError for bad options, RunDiverged, RunInterrupted or
     RunFailed (with the recorded `.trace`) when the run does not complete.
 
-    Threads: calls from several threads are safe but run one at a time (`one_run_at_a_time`: the numeric kernels keep
-    per-process scratch buffers); for runs side by side use processes. A call from inside a run (a plug-in's
+    Threads: calls from several threads are safe but run one at a time (`one_run_at_a_time`: a run uses process-wide
+    state); for runs side by side use processes. A call from inside a run (a plug-in's
     code) raises RuntimeError.
 
     >>> trace = simulate(algorithm="cr-psgd", T=2000, workers=4, quiet=True)
@@ -209,9 +209,10 @@ def simulate(*, config: str | Path | None = None, **options: Any) -> Trace | Non
         return _result(outcome, in_memory=not keep)
 
 
-#: Held by the thread whose `simulate` or `resume` is running: a run uses process-wide state (the kernels' scratch
-#: buffers in problems/kernels.py `_SCRATCH`, shared by every run with the same dimension; the registries' first
-#: load; the signal handlers), so two runs at once in one process would compute wrong numbers silently.
+#: Held by the thread whose `simulate` or `resume` is running. A run uses process-wide state: the registries' first
+#: load (a second thread can see them half-filled), the signal handlers, and (before the compiled kernels) the
+#: kernels' scratch buffers `_SCRATCH`, shared by every run of the same dimension: three threads then got a wrong L
+#: and wrong losses, silently. One run at a time keeps any such state safe.
 _RUN_LOCK = threading.Lock()
 _RUN_OWNER: dict[str, int | None] = {"thread": None}
 
@@ -224,8 +225,8 @@ def one_run_at_a_time(what: str) -> Iterator[None]:
     me = threading.get_ident()
     if _RUN_OWNER["thread"] == me:
         raise RuntimeError(f"{what}() called from inside a run of this thread: one process runs one simulation at a "
-                           "time (the numeric kernels share per-process buffers); start it after this run ends, or "
-                           "in another process")
+                           "time (a run uses process-wide state); start it after this run ends, or in another "
+                           "process")
     with _RUN_LOCK:
         _RUN_OWNER["thread"] = me
         try:
