@@ -34,7 +34,7 @@ def config_from(options: Mapping[str, Any], config_file: str | Path | None = Non
     given); the options in `text` are command-line text, parsed strictly."""
     merged = Config.read_toml(config_file) if config_file is not None else {}
     given = {k.replace("-", "_"): v for k, v in options.items()}
-    plugins = [p for source in (merged, given) for p in _as_list(source.get("plugin"))]
+    plugins = [p for source in (merged, given) for p in plugin_list(source.get("plugin"))]  # each checked: strings
     merged.update(given)
     if plugins:  # the file's and the command line's, both
         merged["plugin"] = list(dict.fromkeys(plugins))
@@ -62,10 +62,15 @@ def _say_input_error(exc: InputError, is_root: bool) -> None:
     exc.reported = True  # type: ignore[attr-defined]
 
 
-def _as_list(value: Any) -> list[Any]:
+def plugin_list(value: Any) -> list[str]:
+    """The plug-ins a `plugin` setting names: a string or a list of non-empty strings (anything else is refused
+    before anything is imported, naming the value)."""
     if value is None:
         return []
-    return [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v for v in items):
+        raise InputError("plugin", value, "must be a string or a list of strings (module names or Python files)")
+    return list(items)
 
 
 def execute(cfg: Config, print_summary: bool = False, config_file: str | Path | None = None,
@@ -101,7 +106,7 @@ def execute_resume(path: str | Path, options: Mapping[str, Any], print_summary: 
     ones). A complete trace is left as it is (exit status 0), a diverged one too (3). Bad input as for `execute`."""
     given = {k.replace("-", "_"): v for k, v in options.items()}
     if "plugin" in given:
-        given["plugin"] = _as_list(given["plugin"])
+        given["plugin"] = plugin_list(given["plugin"])
     load_plugins(given.get("plugin", ()))
     backend: Backend | None = None
     try:
@@ -177,7 +182,7 @@ def resume(path: str | Path, **options: Any) -> Trace | None:
     """
     options = {k.replace("-", "_"): v for k, v in options.items()}
     options.setdefault("backend", "auto" if launched_by_mpi() else "local")
-    with _signals_for_the_run():
+    with one_run_at_a_time("resume"), _signals_for_the_run():
         outcome = execute_resume(path, options, print_summary=True)
     return _result(outcome, in_memory=False)
 
@@ -191,19 +196,49 @@ def simulate(*, config: str | Path | None = None, **options: Any) -> Trace | Non
     `config` is a TOML file the options override. Raises InputError for bad options, RunDiverged, RunInterrupted or
     RunFailed (with the recorded `.trace`) when the run does not complete.
 
+    Threads: calls from several threads are safe but run one at a time (`one_run_at_a_time`: a run uses process-wide
+    state); for runs side by side use processes. A call from inside a run (a plug-in's
+    code) raises RuntimeError.
+
     >>> trace = simulate(algorithm="cr-psgd", T=2000, workers=4, quiet=True)
     >>> trace.evals.plot(x="sfo", y="suboptimality", logx=True, logy=True)  # doctest: +SKIP
     """
     options = {k.replace("-", "_"): v for k, v in options.items()}
     options.setdefault("backend", "auto" if launched_by_mpi() else "local")
     keep = options.get("out") is not None
-    with _scratch(keep) as scratch:
+    with one_run_at_a_time("simulate"), _scratch(keep) as scratch:
         if not keep:
             options["out"], options["overwrite"] = str(scratch / "trace.h5"), True
         cfg = config_from(options, config)
         with _signals_for_the_run():
             outcome = execute(cfg, print_summary=True, config_file=config)
         return _result(outcome, in_memory=not keep)
+
+
+#: Held by the thread whose `simulate` or `resume` is running. A run uses process-wide state: the registries' first
+#: load (a second thread can see them half-filled), the signal handlers, and (before the compiled kernels) the
+#: kernels' scratch buffers `_SCRATCH`, shared by every run of the same dimension: three threads then got a wrong L
+#: and wrong losses, silently. One run at a time keeps any such state safe.
+_RUN_LOCK = threading.Lock()
+_RUN_OWNER: dict[str, int | None] = {"thread": None}
+
+
+@contextmanager
+def one_run_at_a_time(what: str) -> Iterator[None]:
+    """One run of this process at a time: a call from another thread waits for the running one to end; a call from
+    the thread that is running one (a plug-in calling `simulate` from its `run`) raises RuntimeError (it would
+    wait for itself)."""
+    me = threading.get_ident()
+    if _RUN_OWNER["thread"] == me:
+        raise RuntimeError(f"{what}() called from inside a run of this thread: one process runs one simulation at a "
+                           "time (a run uses process-wide state); start it after this run ends, or in another "
+                           "process")
+    with _RUN_LOCK:
+        _RUN_OWNER["thread"] = me
+        try:
+            yield
+        finally:
+            _RUN_OWNER["thread"] = None
 
 
 def _result(outcome: Outcome, in_memory: bool) -> Trace | None:

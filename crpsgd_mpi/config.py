@@ -200,6 +200,7 @@ class Config:
             value = getattr(self, f.name)
             if isinstance(value, str) and "\0" in value:
                 raise InputError(f.name, value, "must not contain a NUL character")
+        self._check_paths()
         if self.algorithm not in ALGORITHMS:
             ALGORITHMS.get(self.algorithm)  # raises, listing what is registered
         if self.schedule not in SCHEDULES:
@@ -269,6 +270,16 @@ class Config:
             self.fault_point()
         self.checkpoint_plan()
         limits.require(self._fixed_needs())
+
+    def _check_paths(self) -> None:
+        """The fields that name files or folders are paths a system call can take (no loop, no over-long name)."""
+        from .registry import DATASETS
+
+        name, _, arg = self.dataset.partition(":")
+        data = (arg or None) if name in DATASETS else self.dataset
+        for fld, path in (("out", self.out), ("dataset", data), ("fmnist_dir", self.fmnist_dir)):
+            if path:
+                limits.usable_path(path, fld)
 
     def _fixed_needs(self) -> list[Need]:
         """Memory every process needs whatever N and the data: the evaluation plan; for synthetic data also the row

@@ -36,6 +36,11 @@ class Diverged(ArithmeticError):
     """The iterate stopped being finite."""
 
 
+class AlgorithmError(RuntimeError):
+    """An algorithm (a plug-in's, typically) broke its contract, e.g. returned something that is not a point of the
+    problem: the run ends `failed`, its message naming the algorithm and what was wrong."""
+
+
 class RunFailed(RuntimeError):
     """`simulate`: the run did not complete. `status` is 'failed', 'interrupted' or 'diverged', `exit_code` what the
     command line would exit with, `trace` what was recorded (None if no trace was written)."""

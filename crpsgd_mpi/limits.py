@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import errno
 import os
 import stat
 from collections.abc import Sequence
@@ -35,8 +35,10 @@ FIXED_VECTORS = 96
 VECTORS_PER_WORKER = 4
 #: Rows per block of the synthetic generator (data.synthetic.SYNTHETIC_BLOCK; a test keeps them equal).
 GENERATOR_BLOCK = 4096
-#: Up to this many rounds, the largest CR-PSGD batch is found by running the schedule (O(1) per round).
-EXACT_ROUNDS = 20_000
+#: Longest path the kernel takes (bytes, its terminating NUL included: Linux's PATH_MAX) and longest name of one
+#: component (NAME_MAX of every common Linux file system).
+PATH_MAX = 4096
+NAME_MAX = 255
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,39 @@ def _cgroup_left() -> int | None:
     return None
 
 
+def process_memory_left() -> tuple[int, str] | None:
+    """(bytes this process may still map, who says so) under its own limits: the address-space limit (RLIMIT_AS,
+    `ulimit -v`) less what it has mapped (VmSize), the data-segment limit (RLIMIT_DATA, `ulimit -d`) less its data
+    (VmData); the smaller; None when neither limit is set. Per process, unlike the host's memory."""
+    import resource
+
+    best: tuple[int, str] | None = None
+    for limit, key, who in ((resource.RLIMIT_AS, "VmSize", "its address-space limit (ulimit -v) leaves"),
+                            (resource.RLIMIT_DATA, "VmData", "its data-segment limit (ulimit -d) leaves")):
+        try:
+            soft = resource.getrlimit(limit)[0]
+        except (OSError, ValueError):
+            continue
+        if soft == resource.RLIM_INFINITY or soft < 0:
+            continue
+        left = max(soft - (_status_bytes(key) or 0), 0)
+        if best is None or left < best[0]:
+            best = (left, who)
+    return best
+
+
+def _status_bytes(key: str) -> int | None:
+    """A `kB` field of /proc/self/status (VmSize, VmData) in bytes."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh.read(1 << 16).decode("ascii", "replace").splitlines():
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def processes_on_this_host() -> int:
     """Processes of this job on this host as the MPI launcher announces it (1 when not launched by MPI): each
     holds its own copy of what every process holds, so the host's memory is shared by all of them."""
@@ -121,22 +156,32 @@ def processes_on_this_host() -> int:
 
 
 def require(needs: Sequence[Need], processes: int = 1) -> None:
-    """Refuse, naming the option of the largest need, when `processes` times the needs exceed the budget."""
-    total = processes * sum(n.nbytes for n in needs)
-    avail, source = available_memory()
-    if total <= SAFETY * avail:
+    """Refuse, naming the option of the largest need, when `processes` times the needs exceed the host's budget, or
+    the needs of this one process exceed what its own limits (`ulimit -v`, `ulimit -d`) leave it."""
+    if not needs:
         return
+    each = sum(n.nbytes for n in needs)
+    total = processes * each
     top = max(needs, key=lambda n: n.nbytes)
-    each = f" for the {processes} processes of this job on this host" if processes > 1 else ""
-    raise InputError(top.field, top.value,
-                     f"needs about {human(total)} of memory{each}, {human(processes * top.nbytes)} of it for {top.what}; "
-                     f"{source} {human(avail)} available and a run may plan on {SAFETY:.0%} of it")
+    avail, source = available_memory()
+    if total > SAFETY * avail:
+        who = f" for the {processes} processes of this job on this host" if processes > 1 else ""
+        raise InputError(top.field, top.value,
+                         f"needs about {human(total)} of memory{who}, {human(processes * top.nbytes)} of it for "
+                         f"{top.what}; {source} {human(avail)} available and a run may plan on {SAFETY:.0%} of it")
+    own = process_memory_left()
+    if own is not None and each > SAFETY * own[0]:
+        raise InputError(top.field, top.value,
+                         f"needs about {human(each)} of memory in each process, {human(top.nbytes)} of it for "
+                         f"{top.what}; {own[1]} {human(own[0])} to this process and a run may plan on "
+                         f"{SAFETY:.0%} of it")
 
 
 def largest_batch(cfg: Config, n_workers: int) -> tuple[int, str]:
     """(the largest per-worker batch the memory plan provides for, the option that sets it): the fixed batch of
-    psgd and local-sgd, else the largest batch of the geometric schedule (B1, rho) under the budget (Catalyst: its
-    inner budget). Other schedules are planned as geometric: a step or norm-test schedule may draw larger batches."""
+    psgd and local-sgd, else the bound of the configured schedule under the budget (`BatchSchedule.largest_batch`;
+    Catalyst: its inner budget): exact or a closed form for geometric, linear and step, the budget for the norm
+    test. A plug-in schedule that cannot be built or bounded is planned at the budget (its error comes in the run)."""
     if cfg.algorithm == "psgd":
         return cfg.batch_size, "batch_size"
     if cfg.algorithm == "local-sgd":
@@ -146,26 +191,22 @@ def largest_batch(cfg: Config, n_workers: int) -> tuple[int, str]:
         from .algorithms.catalyst import catalyst_counts
 
         budget = catalyst_counts(n_workers, cfg.T)[1]
-    bound = geometric_batch_bound(budget, cfg.B1, cfg.rho)
+    from .schedules import make_schedule
+
+    try:
+        bound = int(make_schedule(cfg, n_workers).largest_batch(budget))
+    except InputError:
+        raise
+    except Exception:  # noqa: BLE001 - a plug-in's schedule
+        bound = budget
     return bound, ("B1" if bound <= cfg.B1 else "T")
 
 
 def geometric_batch_bound(budget: int, B1: int, rho: float) -> int:
-    """An upper bound on the largest B_t = floor(B1 rho^(t-1)) run under `budget` (B_1 + ... + B_t <= budget).
+    """An upper bound on the largest B_t = floor(B1 rho^(t-1)) run under `budget` (`Geometric.largest_batch`)."""
+    from .schedules import Geometric
 
-    With R rounds run and x = B1 rho^(R-1) >= B_R: budget >= sum floor(B1 rho^k) >= (x rho - B1)/(rho - 1) - R, so
-    B_R <= ((budget + R)(rho - 1) + B1) / rho, and R <= min(budget / B1, 1 + log((budget + 1)/B1) / log rho).
-    Where that bound on R is small the schedule itself is run instead (exact)."""
-    if budget < B1:
-        return B1
-    log_rho = math.log1p(rho - 1.0)
-    rounds = min(budget // B1, 2 + int(math.log((budget + 1) / B1) / log_rho)) if log_rho > 0 else budget // B1
-    if rounds <= EXACT_ROUNDS:  # few rounds: the exact largest batch, by running the schedule's counts
-        from .schedules import Geometric
-
-        return max(Geometric(B1, rho).within(budget), default=B1)
-    bound = ((budget + rounds) * (rho - 1.0) + B1) / rho
-    return int(min(budget, max(B1, math.floor(bound) + 1)))
+    return Geometric(B1, rho).largest_batch(budget)
 
 
 def plan_run(cfg: Config, n_workers: int, local_workers: int, n_rows: int, n_columns: int,
@@ -222,6 +263,32 @@ def shown(obj: object, limit: int = 160) -> str:
     """Text echoed from a file or an exception: printable ASCII only, on one line, at most `limit` characters."""
     text = " ".join("".join(ch if " " <= ch <= "~" else "?" for ch in str(obj).replace("\n", " ")).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def usable_path(path: str | os.PathLike[str], field: str) -> None:
+    """Refuse, naming `field`, a path that no system call can take: longer than PATH_MAX - 1 bytes, with a component
+    longer than NAME_MAX bytes, or one whose symbolic links loop (or lengthen it beyond PATH_MAX) on the way to it.
+    A path that does not exist (yet) is not refused here: that is for whoever reads or creates it."""
+    raw = os.fsencode(path)
+    text = os.fsdecode(raw)
+    value = text if len(text) <= 80 else text[:48] + "..." + text[-24:]
+    if len(raw) >= PATH_MAX:
+        raise InputError(field, value, f"is a path of {len(raw)} bytes: the system takes at most {PATH_MAX - 1}")
+    longest = max(raw.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        raise InputError(field, value, f"has a name of {len(longest)} bytes in its path: a file or folder name has at "
+                                       f"most {NAME_MAX}")
+    try:
+        os.stat(raw)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(field, value, "cannot be resolved: its symbolic links loop (too many levels of "
+                                           "symbolic links)") from None
+        if exc.errno == errno.ENAMETOOLONG:
+            raise InputError(field, value, f"is longer than {PATH_MAX - 1} bytes once its symbolic links are "
+                                           "followed") from None
+    except ValueError as exc:  # an embedded NUL
+        raise InputError(field, value, f"is not a usable path: {shown(exc)}") from None
 
 
 def regular_file(path: str | os.PathLike[str], field: str) -> os.stat_result:

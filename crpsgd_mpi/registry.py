@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from . import limits
 from .errors import InputError
 from .params import Param, params_of
 
@@ -57,7 +59,7 @@ class Registry(Generic[T]):
             if ep.name not in self._items:
                 try:
                     self._items[ep.name] = ep.load()
-                except Exception as exc:  # noqa: BLE001 - a broken package must not break the others
+                except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken package must not break the others
                     raise InputError(self.field, ep.name, f"entry point {ep.value!r} of group {self.group} "
                                      f"failed to load: {type(exc).__name__}: {exc}") from None
 
@@ -127,14 +129,19 @@ REGISTRIES = (ALGORITHMS, SCHEDULES, PROBLEMS, DATASETS)
 
 def load_plugins(specs: Iterable[str]) -> None:
     """Import each plug-in: a module name (`mypkg.algos`) or a Python file (`examples/plugin.py`). Importing it
-    registers what it defines. A failure is one InputError naming the plug-in."""
-    for spec in specs:
+    registers what it defines. A failure, a `sys.exit` among them, is one InputError naming the plug-in; so is a spec
+    that is not a non-empty string (a TOML `plugin = 5`)."""
+    if isinstance(specs, str) or not isinstance(specs, Iterable) or isinstance(specs, Mapping):
+        raise InputError("plugin", specs, "must be a string or a list of strings")
+    for spec in list(specs):
+        if not isinstance(spec, str) or not spec:
+            raise InputError("plugin", spec, "must be a non-empty string: a module name or a Python file")
         path = Path(spec)
         try:
-            if spec.endswith(".py") or path.is_file():
-                if not path.is_file():
-                    raise InputError("plugin", spec, "no such file")
-                name = "crpsgd_plugin_" + "".join(c if c.isalnum() else "_" for c in str(path.resolve()))
+            if spec.endswith(".py") or path.is_file() or (path.is_symlink() and not path.is_dir()):
+                limits.usable_path(spec, "plugin")
+                limits.regular_file(spec, "plugin")
+                name = "crpsgd_plugin_" + "".join(c if c.isalnum() else "_" for c in os.path.realpath(path))
                 if name in sys.modules:
                     continue
                 module_spec = importlib.util.spec_from_file_location(name, path)
@@ -151,11 +158,20 @@ def load_plugins(specs: Iterable[str]) -> None:
                 importlib.import_module(spec)
         except InputError:
             raise
+        except SystemExit as exc:  # the plug-in would end the run silently, with its status
+            raise InputError("plugin", spec, f"called sys.exit({exc.code!r}) while importing{_where(exc, path)}: "
+                             "a plug-in must not end the process") from None
         except Exception as exc:  # noqa: BLE001 - a plug-in's own error, reported as one line
             if isinstance(exc, ModuleNotFoundError) and exc.name and (spec == exc.name or spec.startswith(exc.name + ".")):
                 raise InputError("plugin", spec, f"cannot import: {exc}") from None
             raise InputError("plugin", spec, f"failed while importing{_where(exc, path)}: {type(exc).__name__}: "
                              f"{exc}") from None
+
+
+def module_files() -> list[Path]:
+    """The source files of every module loaded in this process: the plug-ins (by file or by module name), what they
+    imported, the package itself. A run reads them all; its --out must never be one of them."""
+    return [Path(f) for m in list(sys.modules.values()) if isinstance(f := getattr(m, "__file__", None), str)]
 
 
 def _where(exc: BaseException, path: Path) -> str:

@@ -13,13 +13,14 @@ if __name__ == "__main__":  # before the imports below (numpy, h5py: ~0.2 s): a 
 from . import threads  # noqa: F401, E402, I001  (must precede numpy)
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 
 from . import __version__, signals
-from .api import config_from, execute, execute_resume, refuse
+from .api import config_from, execute, execute_resume, plugin_list, refuse
 from .comm import rank_from_env
 from .config import BACKENDS, CORE_NAMES, DEVICES, REDUCTIONS, REGULARIZERS, STORAGES, Config, cli_value
 from .errors import InputError, Interrupted
@@ -41,6 +42,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         _say_root(f"crpsgd_mpi: error: {message}")
         raise SystemExit(EXIT_USAGE)
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        """argparse's own output (--version): a standard output that cannot take it is said, not ignored."""
+        if message and file is sys.stdout:
+            _print_out(message.rstrip("\n"), "--version")
+        else:
+            super()._print_message(message, file)
 
 
 #: Choices shown in --help for the core settings that have a fixed set (the registries add theirs).
@@ -147,12 +155,12 @@ def parse(argv: Sequence[str] | None) -> tuple[Config | Resume | None, str | Non
     args = list(sys.argv[1:] if argv is None else argv)
     early = _early(args)
     from_file = Config.read_toml(early.config) if early.config is not None else {}
-    load_plugins([*_as_list(from_file.get("plugin")), *(early.plugin or ())])
+    load_plugins([*plugin_list(from_file.get("plugin")), *(early.plugin or ())])
     if "-h" in args or "--help" in args:
         selected = {r.kind: getattr(early, r.kind) for _, r in _LISTED if getattr(early, r.kind) is not None}
         parser = build_parser(selected)
         _registered_help(parser)
-        parser.print_help()
+        _print_out(parser.format_help().rstrip("\n"), "--help")
         return None, None
     parser = build_parser()
     ns = vars(parser.parse_args(args))
@@ -163,14 +171,16 @@ def parse(argv: Sequence[str] | None) -> tuple[Config | Resume | None, str | Non
     if resume is not None and not listing:
         return Resume(resume, {**from_file, **options}), path
     if listing:
+        lines = []
         for flag, registry in _LISTED:
             rows = registry.table()
             if rows:
-                print(f"{registry.kind}s ({flag}):")
+                lines.append(f"{registry.kind}s ({flag}):")
                 width = max(len(name) for name, _ in rows)
-                print("\n".join(f"  {name:<{width}}  {doc}{_own(registry, name)}" for name, doc in rows))
-        print("data sets also: a LIBSVM/svmlight or HDF5 (/X, /y) file path, or cifar10:DIR (the CIFAR-10 python or "
-              "binary distribution in DIR)")
+                lines += [f"  {name:<{width}}  {doc}{_own(registry, name)}" for name, doc in rows]
+        lines.append("data sets also: a LIBSVM/svmlight or HDF5 (/X, /y) file path, or cifar10:DIR (the CIFAR-10 "
+                     "python or binary distribution in DIR)")
+        _print_out("\n".join(lines), "--list")
         return None, None
     return config_from(options, path, text=text), path
 
@@ -180,11 +190,30 @@ def _own(registry: Any, name: str) -> str:
     return f" [{', '.join(f'{q.flag} {q.kind}' for q in declared)}]" if declared else ""
 
 
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] \
-        if isinstance(value, (list, tuple)) else []
+def _print_out(text: str, asked: str) -> None:
+    """Print what `asked` (--list, --help) asked for; a full or closed standard output is bad input named in one
+    line (its later writes go nowhere, so the interpreter's last flush is quiet)."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError, AttributeError) as exc:  # AttributeError: no standard output at all (None)
+        why = "it is closed" if isinstance(exc, AttributeError) else getattr(exc, "strerror", None) or exc
+        raise InputError("stdout", _stdout_name(), f"cannot take what {asked} prints: {why}") from None
+
+
+def _stdout_name() -> str:
+    """What standard output is (a file's path, 'pipe:[...]'), for the one line; its output silenced from now on."""
+    try:
+        name = os.readlink("/proc/self/fd/1")
+    except OSError:
+        name = "standard output"
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return name
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,7 +252,16 @@ def main_exit() -> NoReturn:
         code = main()
     except (Interrupted, KeyboardInterrupt):
         code = EXIT_INTERRUPTED
+    except SystemExit as exc:  # argparse's own exits (--version, a usage error)
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else EXIT_USAGE
     signals.ignore()
+    try:  # what is left in the buffer: a full standard output is one line, not a traceback
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (OSError, ValueError) as exc:
+        _say_root(f"crpsgd_mpi: error: stdout={_stdout_name()!r}: cannot be written: "
+                  f"{getattr(exc, 'strerror', None) or exc}")
+        code = code or EXIT_USAGE
     sys.exit(code)
 
 

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 #: 2 (r^k - 1)/(r - 1) <= 2k (B_k + 1) units of 2^-bits, so for k, B_k < 2^64 the exact fallback runs only where
 #: B1 r^k lies within 2^-120 of an integer without being one.
 GUARD_BITS = 256
+#: Up to this many stages (rounds of the geometric schedule), the largest batch under a budget is found by walking the
+#: schedule exactly (O(1) per stage); beyond, a closed-form upper bound (`_largest_staged`).
+EXACT_STAGES = 20_000
 
 
 def exact_ratio(x: float) -> Fraction:
@@ -125,6 +128,34 @@ def _staged_counts(B1: int, r: Fraction, every: int, budget: int) -> tuple[int, 
     return K * every + extra, used + extra * c
 
 
+def _largest_staged(B1: int, r: Fraction, every: int, budget: int) -> int:
+    """An upper bound on the largest batch run under `budget` by the schedule running c_k = floor(B1 r^k) for `every`
+    rounds each, k = 0, 1, ... (B1 when no round fits): exact where at most EXACT_STAGES stages can run (walked with
+    `FloorPowers`), else a closed form.
+
+    With K the last stage that runs a round and x = B1 r^K >= c_K > x - 1: every complete stage before it was paid
+    for, every sum_{k<K} c_k + c_K <= budget, and sum_{k<K} c_k >= (x - B1)/(r - 1) - K, so
+    x < ((budget + 1 + every K)(r - 1) + every B1) / (every + r - 1), with K <= min(budget / (every B1),
+    1 + log((budget + 1)/B1) / log r)."""
+    if budget < B1:
+        return B1
+    log_r = math.log(r)
+    cap = budget // (every * B1)
+    stages = min(cap, 2 + int(math.log((budget + 1) / B1) / log_r)) if log_r > 0 else cap
+    if stages <= EXACT_STAGES:
+        used, largest = 0, B1
+        for c in FloorPowers(B1, r):
+            if used + c > budget:  # not one round of this stage fits
+                break
+            largest, used = c, used + every * c
+            if used > budget:  # this stage ran in part: nothing runs after it
+                break
+        return largest
+    rf = float(r)
+    bound = ((budget + 1 + every * stages) * (rf - 1.0) + every * B1) / (every + rf - 1.0)
+    return int(min(budget, max(B1, math.floor(bound) + 1)))
+
+
 class BatchSchedule(ABC):
     """The per-worker batch size of round t = 1, 2, ..."""
 
@@ -158,6 +189,23 @@ class BatchSchedule(ABC):
     def plan(self, budget: int) -> Plan:
         """One pass under `budget`, as an algorithm consumes it (adaptive schedules override this)."""
         return Plan(self.within(budget))
+
+    def largest_batch(self, budget: int) -> int:
+        """An upper bound on the largest batch of a round run under `budget`: what the memory plan provides for
+        (`limits.plan_run`). Here the largest of `within(budget)` when at most EXACT_STAGES rounds spend the budget,
+        else the budget itself (no round's batch exceeds it); the built-in schedules override it in closed form, an
+        adaptive plug-in schedule must (or it is planned at the budget)."""
+        used, largest = 0, 1
+        try:
+            for i, b in enumerate(self.sizes()):
+                if used + b > budget:
+                    return largest
+                if i >= EXACT_STAGES:
+                    break
+                used, largest = used + b, max(largest, b)
+        except Exception:  # noqa: BLE001 - an adaptive plug-in's sizes() may refuse to be walked
+            pass
+        return max(budget, 1)
 
 
 class Plan:
@@ -216,6 +264,9 @@ class Geometric(BatchSchedule):
     def rounds_and_sfo(self, budget: int) -> tuple[int, int]:
         return _staged_counts(self.B1, self._rho, 1, budget)
 
+    def largest_batch(self, budget: int) -> int:
+        return _largest_staged(self.B1, self._rho, 1, budget)
+
     def describe(self) -> str:
         return f"geometric: B_t = floor({self.B1} * {self._rho_text()}^(t-1))"
 
@@ -241,6 +292,9 @@ class Constant(BatchSchedule):
         R = max(budget, 0) // self.B
         return R, R * self.B
 
+    def largest_batch(self, budget: int) -> int:
+        return self.B
+
     def describe(self) -> str:
         return f"constant: B_t = {self.B}"
 
@@ -264,6 +318,9 @@ class Linear(BatchSchedule):
         m = 2 * max(budget, 0) // self.B1
         R = (math.isqrt(4 * m + 1) - 1) // 2
         return R, self.B1 * R * (R + 1) // 2
+
+    def largest_batch(self, budget: int) -> int:
+        return self.B1 * max(self.rounds_and_sfo(budget)[0], 1)
 
     def describe(self) -> str:
         return f"linear: B_t = {self.B1} t"
@@ -295,6 +352,9 @@ class Step(BatchSchedule):
     def rounds_and_sfo(self, budget: int) -> tuple[int, int]:
         return _staged_counts(self.B1, self._factor, self.every, budget)
 
+    def largest_batch(self, budget: int) -> int:
+        return _largest_staged(self.B1, self._factor, self.every, budget)
+
     def describe(self) -> str:
         f = self._factor
         text = str(f.numerator) if f.denominator == 1 else repr(float(self.factor))
@@ -323,6 +383,10 @@ class NormTest(BatchSchedule):
 
     def plan(self, budget: int) -> Plan:
         return _NormTestPlan(self.B1, self.theta, budget)
+
+    def largest_batch(self, budget: int) -> int:
+        """The budget: the test may ask for any batch, and a round takes at most what is left of the budget."""
+        return max(budget, 1)
 
 
 class _NormTestPlan(Plan):

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import sys
 import sysconfig
 import threading
@@ -21,10 +22,11 @@ import numpy as np
 
 from . import __version__, signals
 from .algorithms import ALGORITHMS, Algorithm, Setting
+from .algorithms.base import returned_point
 from .checkpoint import Checkpointer
 from .comm import Backend
 from .config import Config
-from .errors import Diverged, InputError, Interrupted
+from .errors import AlgorithmError, Diverged, InputError, Interrupted
 from .fstar_cache import cache_path, cached_optimum
 from .ledger import EvalPlan, Ledger
 from .monitor import Monitor
@@ -155,15 +157,31 @@ class _Shown:
 
 
 def input_files(cfg: Config) -> list[Path]:
-    """Every file a run of `cfg` reads (data set files, plug-ins, the f* cache): an --out that is one of them is
-    refused, whatever name it is given by."""
+    """Every file a run of `cfg` reads (data set files and the files an HDF5 data set links to, the source of every
+    loaded module, plug-ins among them, the f* cache and its lock): an --out that is one of them is refused, whatever
+    name it is given by."""
+    from .data.files import HDF5_SUFFIXES, hdf5_inputs
+    from .registry import module_files
+
     name, _, arg = cfg.dataset.partition(":")
     if name in DATASETS:
         places = [Path(arg)] if arg else [Path(cfg.fmnist_dir)] if name == "fashion-mnist" else []
     else:
         places = [Path(cfg.dataset)]
-    files = [f for p in places for f in ([*p.rglob("*")] if p.is_dir() else [p])]
-    return [*files, *(Path(p) for p in cfg.plugin if p.endswith(".py")), cache_path()]
+    files = [f for p in places for f in _files_at(p)]
+    if name not in DATASETS and cfg.dataset.lower().endswith(HDF5_SUFFIXES):
+        files += hdf5_inputs(cfg.dataset)
+    cache = cache_path()
+    return [*files, *(Path(p) for p in cfg.plugin if p.endswith(".py")), *module_files(), cache,
+            cache.with_name(cache.name + ".lock")]
+
+
+def _files_at(place: Path) -> list[Path]:
+    """`place`, or every file under it when it is a folder."""
+    try:
+        return [*place.rglob("*")] if place.is_dir() else [place]
+    except (OSError, RuntimeError):
+        return [place]
 
 
 def run_label(cfg: Config) -> str:
@@ -172,17 +190,18 @@ def run_label(cfg: Config) -> str:
 
 
 def default_out(cfg: Config, n_workers: int) -> Path:
-    """runs/<algorithm>-<its settings>-<data>-N<N>-T<T>-seed<s>-<time>.h5, not yet taken."""
+    """runs/<algorithm>-<its settings>-<data>-N<N>-T<T>-seed<s>-<time>-<pid><random>.h5, not yet taken: runs
+    started in the same second, on this host or another sharing the folder, never pick the same name."""
     name = Path(cfg.dataset).stem if cfg.dataset not in ("synthetic", "fashion-mnist") else cfg.dataset
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     label = "-".join(f"{v}" if k == "schedule" else f"{k}_{v:g}" if isinstance(v, float) else f"{k}_{v}"
                      for k, v in cfg.distinguishing())
     label = "".join(c if c.isalnum() or c in "._-" else "_" for c in label)[:80]
     base = Path("runs") / f"{cfg.algorithm}{'-' + label if label else ''}-{name}-N{n_workers}-T{cfg.T}-seed{cfg.seed}-{stamp}"
-    path, i = Path(f"{base}.h5"), 1
-    while path.exists():
-        path, i = Path(f"{base}-{i}.h5"), i + 1
-    return path
+    while True:
+        path = Path(f"{base}-{os.getpid()}{secrets.token_hex(2)}.h5")
+        if not path.exists():
+            return path
 
 
 @dataclass
@@ -270,6 +289,7 @@ class Run:
             x = algorithm.run(workers, x0)
         else:
             x = algorithm.run(workers, x0, resume=state)  # type: ignore[call-arg]
+        x = returned_point(cfg.algorithm, x, x0)
         loss, gn = self.monitor.evaluate(x)
         test = self.monitor.last_test
         if progress is not None:
@@ -370,7 +390,7 @@ class Run:
 
     def _fail(self, exc: BaseException) -> Outcome:
         status, code = _status_of(exc)
-        ours = isinstance(exc, (TraceWriteError, InputError))
+        ours = isinstance(exc, (TraceWriteError, InputError, AlgorithmError))
         where = _user_frame(exc, self._path() or self.p.out or self.cfg.out)
         message = str(exc) if ours else f"{type(exc).__name__}: {exc}{where}"
         # the trace keeps the traceback of the process that failed

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import fcntl
 import gc
-import glob
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -57,10 +59,9 @@ def check_output_path(path: str | Path, overwrite: bool, inputs: Sequence[str | 
     """Refuse an --out that exists (unless overwrite), is not a regular file, is one of the files the run reads
     (`inputs`), or lies where nothing can be written; create its folder. Nothing else is written here."""
     p = Path(path)
-    for other in map(Path, inputs):
-        same = p.resolve() == other.resolve() or (p.exists() and other.exists() and os.path.samefile(p, other))
-        if same:
-            raise InputError("out", str(path), f"is {other}, which this run reads: the trace would destroy it")
+    other = same_file(p, inputs)
+    if other is not None:
+        raise InputError("out", str(path), f"is {other}, which this run reads: the trace would destroy it")
     if p.exists() or p.is_symlink():
         if not p.is_file():
             raise InputError("out", str(path), "exists and is not a regular file")
@@ -68,7 +69,7 @@ def check_output_path(path: str | Path, overwrite: bool, inputs: Sequence[str | 
             raise InputError("out", str(path), "exists (pass --overwrite to replace it)")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=p.parent)
+        fd, probe = tempfile.mkstemp(prefix=f".{_stem(p)}.", suffix=".probe", dir=p.parent)
         os.close(fd)
         os.unlink(probe)
         st = os.statvfs(p.parent)
@@ -78,6 +79,80 @@ def check_output_path(path: str | Path, overwrite: bool, inputs: Sequence[str | 
         raise InputError("out", str(path), f"no space left on its device ({st.f_bavail * st.f_frsize // 1024} KB free, "
                          f"at least {2 * DISK_MARGIN // 1024} KB needed)")
     return p
+
+
+def same_file(path: Path, files: Sequence[str | Path]) -> Path | None:
+    """The first of `files` that `path` is, by any name (a symbolic or hard link, `..`): the same file when both exist
+    (device and inode), else the same resolved path (a file the run will create, e.g. the f* cache; a dangling
+    link to it). One stat each: a few thousand files (every loaded module) cost milliseconds."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(path)
+        mine: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except (OSError, ValueError):
+        mine = None
+    for other in map(Path, files):
+        try:
+            ost = os.stat(other)
+        except (OSError, ValueError):
+            ost = None
+        if ost is not None:
+            if mine is not None and (ost.st_dev, ost.st_ino) == mine:
+                return other
+        elif mine is None and os.path.realpath(other) == real:
+            return other
+    return None
+
+
+#: This host's name as it goes into the names of a writer's temporary copies (letters, digits and '-' only).
+_HOST = "".join(c if c.isascii() and (c.isalnum() or c == "-") else "-" for c in socket.gethostname())[:32] or "host"
+
+
+def _stem(path: Path) -> str:
+    """The trace's name as temporary names carry it: itself, or when long, its start and a digest of it (a
+    temporary name must stay within the 255 bytes of a file name)."""
+    name = path.name
+    if len(os.fsencode(name)) <= 120:
+        return name
+    return name[:40] + "~" + hashlib.blake2b(os.fsencode(name), digest_size=8).hexdigest()
+
+
+def _copy_prefix(path: Path) -> str:
+    """How a writer's temporary copies of `path` begin: `.NAME.HOST.PID.` (then mkstemp's random part and `.writing`
+    or `.creating`): whose copy it is can be told, and only a dead owner's copies are removed."""
+    return f".{_stem(path)}.{_HOST}.{os.getpid()}."
+
+
+def _remove_dead_copies(path: Path) -> None:
+    """Remove the temporary copies of `path` whose writer is provably dead: a process of this host that no longer
+    exists. Another host's, a live process's, and a name made otherwise (another trace whose name begins with this
+    one's) are left alone."""
+    pattern = re.compile(r"\." + re.escape(_stem(path)) + r"\.([A-Za-z0-9-]+)\.([0-9]+)\.[A-Za-z0-9_]+\.(?:writing|creating)")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m is None or m.group(1) != _HOST or _alive(int(m.group(2))):
+            continue
+        try:
+            os.unlink(path.parent / name)
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    """False only when no process `pid` exists on this host."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        return True
+    return True
 
 
 class TraceWriter:
@@ -91,7 +166,7 @@ class TraceWriter:
         self.path = Path(path)
         self._lock = threading.Lock()  # the MPI supervisor thread may finish the trace while rows are appended
         self._margin = DISK_MARGIN
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".creating", dir=self.path.parent)
+        fd, name = tempfile.mkstemp(prefix=_copy_prefix(self.path), suffix=".creating", dir=self.path.parent)
         os.fchmod(fd, 0o666 & ~_umask())
         os.close(fd)
         tmp = Path(name)
@@ -112,10 +187,10 @@ class TraceWriter:
 
     @classmethod
     def reopen(cls, path: str | Path) -> TraceWriter:
-        """The writer of an existing trace (a resumed run goes on writing it); the copies a killed writer left
-        beside it are removed."""
+        """The writer of an existing trace (a resumed run goes on writing it), through any symbolic link to the file
+        it names (the link is kept); the copies a dead writer left beside it are removed."""
         self = cls.__new__(cls)
-        self.path = Path(path)
+        self.path = Path(os.path.realpath(path))
         self._lock = threading.Lock()
         self._margin = DISK_MARGIN
         try:
@@ -123,8 +198,7 @@ class TraceWriter:
         except OSError as exc:
             raise TraceWriteError(self.path, exc.strerror or str(exc)) from None
         self._identity = (st.st_dev, st.st_ino)
-        for stale in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.writing"):  # a killed run's copies
-            stale.unlink(missing_ok=True)
+        _remove_dead_copies(self.path)
         return self
 
     @staticmethod
@@ -187,7 +261,7 @@ class TraceWriter:
         with self._lock:
             self._own()
             self._free(self.path, self.path.stat().st_size + need, self._margin if margin is None else margin)
-            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".writing", dir=self.path.parent)
+            fd, name = tempfile.mkstemp(prefix=_copy_prefix(self.path), suffix=".writing", dir=self.path.parent)
             os.fchmod(fd, 0o666 & ~_umask())
             os.close(fd)
             tmp = Path(name)

@@ -565,6 +565,9 @@ class _Shape:
     def __init__(self, n: int, d: int) -> None:
         self.n_rows, self.n_columns, self.nnz = n, d, None
 
+    def all_zero(self) -> None:
+        return None
+
 
 @pytest.mark.timeout(10)
 def test_generator_block_matches() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
-from ..errors import InputError
+from ..errors import AlgorithmError, Diverged, InputError
 from ..registry import ALGORITHMS
 from ..workers import Workers
 
@@ -73,6 +73,22 @@ class Algorithm(ABC):
         on exactly from there (arrays, numbers, nested dicts of them); None: this algorithm cannot be resumed (the
         default, for plug-ins that do not implement it)."""
         return None
+
+
+def returned_point(name: str, x: object, like: np.ndarray) -> np.ndarray:
+    """The point algorithm `name` returned from `run`, checked: a floating-point array of the start point's shape
+    (else AlgorithmError: the run fails), every value finite (else Diverged, as for a non-finite iterate)."""
+    if not isinstance(x, np.ndarray):
+        raise AlgorithmError(f"algorithm {name!r} returned {type(x).__name__}, not a point: run() must return the "
+                             f"final iterate, an array of shape {like.shape}")
+    if x.shape != like.shape or x.dtype.kind != "f":
+        raise AlgorithmError(f"algorithm {name!r} returned an array of shape {x.shape} and dtype {x.dtype}, not a "
+                             f"point: run() must return the final iterate, a float array of shape {like.shape}")
+    bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise Diverged(f"algorithm {name!r} returned a point that is not finite ({bad} of its {x.size} values are "
+                       "NaN or inf)")
+    return x
 
 
 def register_algorithm(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:

@@ -76,6 +76,11 @@ class Source(ABC):
         """Stored non-zeros of a sparse source held whole in memory (LIBSVM); None for a dense one."""
         return None
 
+    def all_zero(self) -> bool | None:
+        """True when every feature value of every row is 0 (`check_source` refuses such data), None when the
+        source cannot tell cheaply. The same answer on every process: it is a fact of the whole data set."""
+        return None
+
 
 def binary_labels(y: np.ndarray, where: str) -> np.ndarray:
     values = np.unique(y)
@@ -135,9 +140,9 @@ def file_digest(path: Path) -> str:
 
 
 def check_source(cfg: Config, source: Source, n_workers: int, local_workers: int) -> None:
-    """Before any row is read: the source holds rows, there are no more workers than rows, and the run's memory
+    """Before any row is read: the source holds rows, there are no more workers than rows, the run's memory
     plan (`limits.plan_run`: permutation, data, batch buffers, vectors, workers) fits this machine, times the
-    processes of this job on this host."""
+    processes of this job on this host, and its features are not all zero (where the source can tell)."""
     n_rows = source.n_rows
     if n_rows == 0:
         raise InputError("dataset", cfg.dataset, "holds no samples")
@@ -149,3 +154,6 @@ def check_source(cfg: Config, source: Source, n_workers: int, local_workers: int
     sparse = nnz is not None and (cfg.storage == "sparse" or (cfg.storage == "auto" and nnz < 0.25 * n_rows * d))
     needs = limits.plan_run(cfg, n_workers, local_workers, n_rows, d, nnz, sparse)
     limits.require(needs, limits.processes_on_this_host())
+    if source.all_zero():
+        raise InputError("dataset", cfg.dataset, "its features are all zero: there is nothing to learn from them "
+                                                 "(without the intercept the smoothness constant L would be 0)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,43 @@ from .base import Matrix, Source, add_intercept, file_digest
 LIBSVM_PARSE_FACTOR = 3
 #: numpy kinds an HDF5 data set may hold: bool, signed and unsigned integers, floats.
 _NUMERIC_KINDS = "biuf"
+#: Bytes of /X read at a time when looking for a non-zero feature (`HDF5Source.all_zero`).
+ZERO_SCAN_BYTES = 1 << 23
+#: Names of --dataset files read as HDF5 (any other file is LIBSVM text).
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+
+
+def hdf5_inputs(path: str) -> list[Path]:
+    """The files HDF5 reads for /X and /y of the file `path`: the file holding each (an external link's target), a
+    virtual data set's source files and external raw storage (a relative name taken from the folder of the file
+    that names it and from the working folder: HDF5 may look in either). Empty where the file cannot be opened as
+    HDF5 (its reader names the problem later); a FIFO or a device is never opened."""
+    import h5py
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return []
+    except (OSError, ValueError):
+        return []
+    found: list[Path] = []
+    try:
+        with h5py.File(path, "r") as f:
+            for name in ("X", "y"):
+                try:
+                    obj = f[name]
+                except Exception:  # noqa: BLE001 - missing, dangling: the reader says so
+                    continue
+                holder = Path(obj.file.filename)
+                found.append(holder)
+                if not isinstance(obj, h5py.Dataset):
+                    continue
+                names = [s.file_name for s in obj.virtual_sources() if s.file_name != "."] if obj.is_virtual else []
+                names += [entry[0] for entry in obj.external or []]
+                for n in map(os.fsdecode, names):
+                    found += [Path(n)] if os.path.isabs(n) else [holder.parent / n, Path(n)]
+    except Exception:  # noqa: BLE001 - not HDF5, damaged: the reader names it
+        pass
+    return found
 
 
 class FileSource(Source):
@@ -82,6 +121,9 @@ class LibsvmSource(FileSource):
     @property
     def nnz(self) -> int:
         return int(self.X.nnz)
+
+    def all_zero(self) -> bool:
+        return self.X.count_nonzero() == 0
 
     def rows(self, index: np.ndarray, intercept: bool = False) -> tuple[Matrix, np.ndarray]:
         X = self.X[index]
@@ -155,6 +197,22 @@ class HDF5Source(FileSource):
     @property
     def n_columns(self) -> int:
         return self.shape[1]
+
+    def all_zero(self) -> bool | None:
+        """Read /X in blocks of about ZERO_SCAN_BYTES until a non-zero value (normally in the first block); None if
+        it cannot be read (`rows` names the problem)."""
+        import h5py
+
+        step = max(1, ZERO_SCAN_BYTES // (8 * max(self.shape[1], 1)))
+        try:
+            with h5py.File(self.path, "r") as f:
+                X = f["X"]
+                for lo in range(0, self.shape[0], step):
+                    if np.any(X[lo:lo + step]):
+                        return False
+        except Exception:  # noqa: BLE001 - damaged, changed: said when the rows are read
+            return None
+        return True
 
     def rows(self, index: np.ndarray, intercept: bool = False) -> tuple[Matrix, np.ndarray]:
         """The rows in the order asked (read in increasing order, then placed), the intercept written in place."""

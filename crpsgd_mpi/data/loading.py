@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..registry import DATASETS
 from ..seeding import Stream, rng_for
 from .base import Dataset, Shard, Source, binary_labels, check_finite, check_source, to_storage
-from .files import HDF5Source, LibsvmSource
+from .files import HDF5_SUFFIXES, HDF5Source, LibsvmSource
 from .fmnist import FashionMNISTSource
 from .synthetic import SyntheticSource
 
@@ -38,7 +38,7 @@ def open_source(cfg: Config) -> Source:
         if not isinstance(source, Source):
             raise InputError("dataset", cfg.dataset, f"its factory returned {type(source).__name__}, not a Source")
         return source
-    if cfg.dataset.lower().endswith((".h5", ".hdf5", ".hdf")):
+    if cfg.dataset.lower().endswith(HDF5_SUFFIXES):
         return HDF5Source(cfg.dataset)
     if not Path(cfg.dataset).exists():
         raise InputError("dataset", cfg.dataset, f"no such file, and not a registered data set ({', '.join(DATASETS.names())})")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +12,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..algorithms import catalyst_counts, resolve_period  # noqa: E402
 from ..netmodel import NETWORKS  # noqa: E402
 from ..schedules import BatchSchedule, Geometric, Linear, Step  # noqa: E402
 from ..trace import Trace  # noqa: E402
-from .curves import Curve, band, median_crossing  # noqa: E402
+from .curves import Curve, band, median_crossing, metric_curve  # noqa: E402
 from .netclock import eval_times  # noqa: E402
 
 METRIC = {"pl": ("suboptimality", "suboptimality f(x) - f*"), "nonconvex": ("grad_norm_sq", "||grad f(x)||^2"),
@@ -62,21 +65,27 @@ def _save(fig: plt.Figure, out: Path, name: str, dpi: int = 110) -> list[Path]:
 
 
 def _curves(traces: list[Trace], metric: str, xkey: str) -> list[Curve]:
-    out = []
-    for tr in traces:
-        x = tr.evals[xkey].to_numpy(np.float64)
-        keep = x > 0
-        out.append(Curve(x[keep], tr.evals[metric].to_numpy()[keep]))
-    return out
+    return [metric_curve(tr, metric, tr.evals[xkey].to_numpy(np.float64)) for tr in traces]
 
 
-def _draw(ax: plt.Axes, curves: list[Curve], label: str, color: str, logx: bool = True) -> None:
+def draw_band(ax: plt.Axes, curves: list[Curve], label: str, color: Any, logx: bool = True,
+              logy: bool = True) -> bool:
+    """One group of seeds: the median line and the interquartile band over `curves`, on a common grid of 200
+    points (geometric with `logx`) over the x range the curves cover; interpolated in log y with `logy`. A group
+    with a single point is one marker; False (nothing drawn) when the curves hold no point."""
+    curves = [c for c in curves if c.x.size]
+    if not curves:
+        return False
     lo = min(c.x.min() for c in curves)
     hi = max(c.x.max() for c in curves)
+    if lo == hi:
+        ax.plot([lo], [float(np.median([c.y[-1] for c in curves]))], color=color, marker="o", label=label)
+        return True
     grid = np.geomspace(lo, hi, 200) if logx else np.linspace(lo, hi, 200)
-    med, q1, q3 = band(curves, grid)
+    med, q1, q3 = band(curves, grid, log_y=logy)
     ax.plot(grid, med, color=color, label=label)
     ax.fill_between(grid, q1, q3, color=color, alpha=0.2, linewidth=0)
+    return True
 
 
 def study_figure(name: str, fam: Any, groups: dict[str, list[Trace]], out: Path) -> list[Path]:
@@ -90,8 +99,8 @@ def study_figure(name: str, fam: Any, groups: dict[str, list[Trace]], out: Path)
     N, T = int(any_tr.attrs["N"]), int(any_tr.attrs["T"])
     for i, (label, traces) in enumerate(sorted(groups.items())):
         c = colors[i % len(colors)]
-        _draw(a1, _curves(traces, metric, "sfo"), label, c)
-        _draw(a2, _curves(traces, metric, "round"), label, c)
+        draw_band(a1, _curves(traces, metric, "sfo"), label, c)
+        draw_band(a2, _curves(traces, metric, "round"), label, c)
         if batches:
             axes[2].step(traces[0].rounds["round"], traces[0].rounds["batch_size"], where="post", color=c, label=label)
         R = theoretical_rounds(traces[0].config)
@@ -128,12 +137,8 @@ def time_figure(name: str, fam: Any, groups: dict[str, list[Trace]], out: Path, 
     N, T = int(any_tr.attrs["N"]), int(any_tr.attrs["T"])
     for ax, net in zip(axes, NETWORKS):
         for i, (label, traces) in enumerate(sorted(groups.items())):
-            curves = []
-            for tr in traces:
-                t = eval_times(tr, net, spsfo)
-                keep = t > 0
-                curves.append(Curve(t[keep], tr.evals[metric].to_numpy()[keep]))
-            _draw(ax, curves, label, colors[i % len(colors)])
+            curves = [metric_curve(tr, metric, eval_times(tr, net, spsfo)) for tr in traces]
+            draw_band(ax, curves, label, colors[i % len(colors)])
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("modelled time (s)")
@@ -210,3 +215,64 @@ def table_rows(fam: Any, groups: dict[str, list[Trace]], spsfo: float) -> list[l
                      to_eps([e["sfo"].astype(float) for e in ev]), to_eps([e["round"].astype(float) for e in ev]),
                      *times])
     return rows
+
+
+def compare_figure(path: Path, series: list[tuple[str, list[Curve]]], xlabel: str, ylabel: str, *,
+                   logx: bool = True, logy: bool = True, legend_title: str = "", title: str = "",
+                   eps: float | None = None, dpi: int = 120) -> None:
+    """One panel: a median line and IQR band per (label, curves of its seeds), a dotted line at `eps`; written
+    atomically to `path` (a temporary file in its folder, then renamed; its format from the suffix)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(series) > len(colors):
+        colors = [plt.get_cmap("tab20")(i % 20) for i in range(len(series))]
+    drawn = [draw_band(ax, curves, label, colors[i], logx, logy) for i, (label, curves) in enumerate(series)]
+    if eps is not None and math.isfinite(eps) and any(drawn):
+        ax.axhline(eps, color="gray", linestyle=":", linewidth=1, label=f"epsilon = {eps:.3g}")
+    if not any(drawn):
+        ax.text(0.5, 0.5, "no evaluations to show", transform=ax.transAxes, ha="center", va="center")
+    else:
+        ax.set_xscale("log" if logx else "linear")
+        ax.set_yscale("log" if logy else "linear")
+        for axis, lim, log in ((ax.xaxis, ax.get_xlim(), logx), (ax.yaxis, ax.get_ylim(), logy)):
+            if log:
+                plain_log_ticks(axis, *lim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    if any(drawn):
+        wide = len(series) > 5 or max(len(label) for label, _ in series) > 30
+        where = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if wide else {"loc": "best"}
+        ax.legend(title=legend_title or None, fontsize=8, title_fontsize=8, **where)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".").lower())
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
+def plain_log_ticks(axis: Any, lo: float, hi: float) -> None:
+    """On a log axis spanning under three decades, ticks at 1, 2, 5 x 10^k labelled as plain numbers (0.2, 50),
+    not 2 x 10^-1 on every minor tick; wider axes keep matplotlib's decade labels."""
+    if lo > 0 and hi / lo < 1e3:
+        axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns aligned with two spaces, a dashed rule under the header: for a terminal."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
