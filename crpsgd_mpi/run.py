@@ -138,14 +138,23 @@ def parse_config(argv: Sequence[str] | None) -> Config | None:
     return cfg if isinstance(cfg, Config) else None
 
 
+class _Quiet(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
 def _early(args: list[str]) -> argparse.Namespace:
-    """The options that decide which options exist: --plugin, --config and the component choices."""
-    p = argparse.ArgumentParser(add_help=False)
+    """The options that decide which options exist: --plugin, --config and the component choices (a malformed
+    command line is left to the full parser, which says what is wrong in one line)."""
+    p = _Quiet(add_help=False)
     p.add_argument("--config")
     p.add_argument("--plugin", action="append", default=None)
     for flag, registry in _LISTED:
         p.add_argument(flag, dest=registry.kind, default=None)
-    return p.parse_known_args(args)[0]
+    try:
+        return p.parse_known_args(args)[0]
+    except ValueError:
+        return argparse.Namespace(config=None, plugin=None, **{r.kind: None for _, r in _LISTED})
 
 
 def parse(argv: Sequence[str] | None) -> tuple[Config | Resume | None, str | None]:
