@@ -287,20 +287,8 @@ def _cwd(path: Path) -> Iterator[None]:
         os.chdir(old)
 
 
-#: (option, why) for the options whose property Hypothesis found failing on main, with the minimal example.
-OPTION_XFAIL: dict[str, str] = {
-    **{o: f"found on main: --{o} with '0' * {n} (minimal: '0' * 4301): ValueError traceback 'Exceeds the limit (4300 "
-          "digits) for integer string conversion' (config._int_text strips the leading zeros before its 40-digit "
-          "check, then int() refuses)" for o, n in (("T", 10471), ("workers", 93592))},
-    "gamma": "found on main: --gamma 16230488236.0 (or 1e300) diverges, exit 3, but standard error holds numpy "
-             "RuntimeWarnings (overflow encountered in matmul, problems/regularizers.py:54, monitor.py:76) before "
-             "the one 'crpsgd_mpi: diverged:' line",
-}
-
-
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("option", [pytest.param(o, marks=pytest.mark.xfail(strict=False, reason=OPTION_XFAIL[o]))
-                                    if o in OPTION_XFAIL else o for o in OPTIONS])
+@pytest.mark.parametrize("option", OPTIONS)
 @examples(20)
 @given(data=st.data())
 def test_option_values(option: str, data: st.DataObject) -> None:
@@ -314,14 +302,6 @@ def test_option_values(option: str, data: st.DataObject) -> None:
 KNOWN_TEXTS = ["\u0663\u0660\u0660", "\uff11\uff10\uff10", "1_000", " 50", "1e3", "nan", "inf", "-0.0", "1e400",
                "9" * 60, str(2**63), "x\x00y", "", "-1", "0" * 4301, "9" * 256, "1e300"]
 INT_OPTIONS = [f.name for f in fields(Config) if str(f.type).startswith("int")]
-KNOWN_XFAIL = {
-    **{o: f"found on main: --{o.replace('_', '-')} with '0' * 4301 (4301 zeros; also '+' + '0' * 4300 + '1'): "
-          "ValueError traceback 'Exceeds the limit (4300 digits) for integer string conversion' (config._int_text "
-          "strips the leading zeros before its 40-digit check, then int() refuses)" for o in INT_OPTIONS},
-    "dataset": "found on main: --dataset '9' * 256 (a name longer than NAME_MAX; also '0' * 4301): OSError [Errno 36] "
-               "File name too long traceback from session.input_files (Path.is_dir)",
-    "gamma": OPTION_XFAIL["gamma"],
-}
 
 
 def _known_texts(test: Callable) -> Callable:
@@ -331,8 +311,7 @@ def _known_texts(test: Callable) -> Callable:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("option", [pytest.param(o, marks=pytest.mark.xfail(strict=False, reason=KNOWN_XFAIL[o]))
-                                    if o in KNOWN_XFAIL else o for o in OPTIONS])
+@pytest.mark.parametrize("option", OPTIONS)
 @examples(3)
 @_known_texts
 @given(text=st.sampled_from(KNOWN_TEXTS), joined=st.booleans())
@@ -441,9 +420,6 @@ def tomllib_loads(data: bytes) -> dict:
     return {k.replace("-", "_"): v for k, v in tomllib.loads(data.decode("utf-8-sig")).items()}
 
 
-@pytest.mark.xfail(strict=False, reason="found on main: `plugin = 5` in the --config file: TypeError traceback "
-                   "from registry.load_plugins (Path(5)); config_from imports plug-ins before the value is checked; "
-                   "`period = '0' * 4301` (a string): ValueError traceback (the 4300-digit limit of int())")
 @pytest.mark.timeout(300)
 @examples(80)
 @example(doc={**BASE_TOML, "T": 1e300})
@@ -1179,13 +1155,6 @@ def _menu() -> list[Misbehaviour]:
 PLUGIN_MENU = _menu()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "found on main (every menu item run once): at import, sys.exit(0) and sys.exit(None) exit 0 silently (no trace, no "
-    "line), sys.exit(1|2|3|130) exit with that status and no line, sys.exit('message') prints 'message', "
-    "KeyboardInterrupt exits 130 with no line, GeneratorExit and a BaseException subclass print a traceback (load_plugins "
-    "catches Exception only); run() returning None, NaN, inf, a wrong shape (d+1, (2, d), empty, a scalar), a list or a "
-    "complex array ends 'complete', exit 0; run() returning 'x' exits 1 with no line; run() raising SystemExit(5) "
-    "exits 5; a schedule factory raising ZeroDivisionError prints a traceback"))
 @pytest.mark.timeout(600)
 @examples(16)
 @example(bad=Misbehaviour("raise RuntimeError at import", "raise RuntimeError('boom')\n"))
