@@ -49,3 +49,24 @@ def test_every_example_is_tested() -> None:
     here = Path(__file__).read_text() + (REPO / "tests" / "test_plugins.py").read_text()
     for script in EXAMPLES.glob("*.py"):
         assert script.name in here, f"{script.name} has no test"
+
+
+@pytest.mark.timeout(300)
+def test_polynomial_family_sweep_then_compare(tmp_path: Path) -> None:
+    """The researcher's loop as typed from the repository's root: plugin_polynomial_batches.py swept over power and
+    two seeds by `python -m crpsgd_mpi.sweep examples/polynomial_family.toml`, then one figure and table from
+    `python -m crpsgd_mpi.compare`, whose labels say `power`."""
+    env = {"PATH": "/usr/bin:/bin", "CRPSGD_CACHE": str(tmp_path / "cache"), "MPLBACKEND": "Agg",
+           "HOME": str(tmp_path)}
+    sweep = subprocess.run([sys.executable, "-m", "crpsgd_mpi.sweep", "examples/polynomial_family.toml", "--results",
+                            str(tmp_path / "res")], cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    traces = sorted((tmp_path / "res" / "polynomial_family").glob("*.h5"))
+    assert len(traces) == 4
+    cmp = subprocess.run([sys.executable, "-m", "crpsgd_mpi.compare", *map(str, traces), "--out",
+                          str(tmp_path / "poly.png")], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env=env)
+    assert cmp.returncode == 0, cmp.stderr
+    rows = [line for line in cmp.stdout.splitlines() if line.startswith("power=")]
+    assert [r.split()[0] for r in rows] == ["power=1.0", "power=2.0"] and all("2 (0,1)" in r for r in rows), cmp.stdout
+    assert (tmp_path / "poly.png").stat().st_size > 10_000
