@@ -94,8 +94,9 @@ class Checkpoint:
                     "cannot be verified: run it again, or resume it with the version that wrote it")
             if fmt != CHECKPOINT_FORMAT:
                 raise DamagedCheckpoint(f"its format is {fmt} (this version reads {CHECKPOINT_FORMAT})")
+            held = digest(g).encode()  # first: it refuses links, before anything follows one
             sealed = g.attrs.get("digest")
-            whole = isinstance(sealed, bytes) and hmac.compare_digest(sealed, digest(g).encode())
+            whole = isinstance(sealed, bytes) and hmac.compare_digest(sealed, held)
             try:
                 point = cls._parse(g)
                 point.check_values(g.file, n_workers, seed)
@@ -352,16 +353,29 @@ def _number(value: Any) -> bool:
 
 
 def _dataset(g: h5py.Group, name: str) -> h5py.Dataset:
-    item = g.get(name)
+    item = _member(g, name)
     if not isinstance(item, h5py.Dataset):
         raise DamagedCheckpoint(f"{name} is missing or not a dataset")
     return item
 
 
 def _group(g: h5py.Group, name: str) -> h5py.Group:
-    item = g.get(name)
+    item = _member(g, name)
     if not isinstance(item, h5py.Group):
         raise DamagedCheckpoint(f"{name} is missing or not a group")
+    return item
+
+
+def _member(g: h5py.Group, name: str) -> Any:
+    """g[name] (a path of members), None if missing; DamagedCheckpoint where a link would lead elsewhere (another
+    file: never opened)."""
+    item: Any = g
+    for part in name.split("/"):
+        if not isinstance(item, h5py.Group) or part not in item:
+            return None
+        if not isinstance(item.get(part, getlink=True), h5py.HardLink):
+            raise DamagedCheckpoint(f"{name} is a link (a trace holds its data itself)")
+        item = item[part]
     return item
 
 

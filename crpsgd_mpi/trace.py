@@ -380,6 +380,7 @@ def load_trace(path: str | Path) -> Trace:
 
     try:
         with h5py.File(path, "r", locking=False) as f:  # never block the run that is writing it
+            _no_links(f)
             if not isinstance(f.get("rounds"), h5py.Group) or not isinstance(f.get("evals"), h5py.Group) \
                     or "status" not in f.attrs:
                 raise TraceError(path, "not a crpsgd_mpi trace (no /rounds, /evals or status)")
@@ -410,6 +411,19 @@ def load_trace(path: str | Path) -> Trace:
             if not isinstance(attrs[key], kind):
                 raise TraceError(path, f"its attribute {key!r} is not a JSON {'object' if kind is dict else 'list'}")
     return Trace(Path(path), attrs, rounds, evals, x)
+
+
+def _no_links(f: h5py.File) -> None:
+    """ValueError if what load_trace reads is a soft or external link (a trace holds its data itself; a link to
+    another file is never followed)."""
+    for name in ("rounds", "evals", "final"):
+        if name in f and not isinstance(f.get(name, getlink=True), h5py.HardLink):
+            raise ValueError(f"its /{name} is a link")
+        g = f.get(name)
+        if isinstance(g, h5py.Group):
+            for key in g:
+                if not isinstance(g.get(key, getlink=True), h5py.HardLink):
+                    raise ValueError(f"its /{name}/{key} is a link")
 
 
 def _attr(key: str, value: Any) -> Any:

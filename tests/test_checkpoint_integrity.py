@@ -336,6 +336,9 @@ STRUCTURE_SPOILS: dict[str, tuple[Callable[[h5py.File], None], str]] = {
                          "its checkpoint is damaged"),
     "rngs-an-external-link": (lambda f: _link(f, "checkpoint/rngs", h5py.ExternalLink("/etc/passwd", "/x")),
                               "its checkpoint is damaged"),
+    "x-an-external-link-digest-deleted": (lambda f: (_link(f, "checkpoint/algorithm/x", h5py.ExternalLink(
+        "/dev/zero", "/x")), f["checkpoint"].attrs.__delitem__("digest")), "is a link"),
+    "rows-an-external-link": (lambda f: _link(f, "rounds/sfo", h5py.ExternalLink("/dev/zero", "/x")), "is a link"),
     "checkpoint-a-soft-link": (lambda f: (f.copy("checkpoint", "elsewhere"),
                                           _link(f, "checkpoint", h5py.SoftLink("/elsewhere"))),
                                "its checkpoint is damaged"),
@@ -586,7 +589,9 @@ LOAD_SPOILS: dict[str, Callable[[Path], None]] = {
     "status-not-utf8": lambda p: _h5(p, lambda f: f.attrs.__setitem__("status", np.bytes_(b"\xff\xfe"))),
     "final-a-dataset": lambda p: _h5(p, lambda f: f.create_dataset("final", data=np.zeros(2))),
     "final-x-text": lambda p: _h5(p, lambda f: f.create_dataset("final/x", data=np.array([b"x"]))),
-    "external-link": lambda p: _h5(p, lambda f: _link(f, "rounds/sfo", h5py.ExternalLink("/nonexistent.h5", "/x"))),
+    "column-an-external-link": lambda p: _h5(p, lambda f: _link(f, "rounds/sfo", h5py.ExternalLink("/dev/zero", "/x"))),
+    "group-an-external-link": lambda p: _h5(p, lambda f: _link(f, "evals", h5py.ExternalLink("/dev/zero", "/x"))),
+    "final-a-soft-link": lambda p: _h5(p, lambda f: f.__setitem__("final", h5py.SoftLink("/rounds"))),
 }
 
 
