@@ -13,7 +13,7 @@ _EXPORTS = {
     "Algorithm": "algorithms.base", "Setting": "algorithms.base", "register_algorithm": "algorithms.base",
     "BatchSchedule": "schedules", "Plan": "schedules", "Workers": "workers",
     "ALGORITHMS": "registry", "SCHEDULES": "registry", "PROBLEMS": "registry", "DATASETS": "registry",
-    "InputError": "errors", "RunFailed": "errors", "RunDiverged": "errors", "RunInterrupted": "errors",
+    "InputError": "errors", "TraceError": "errors", "RunFailed": "errors", "RunDiverged": "errors", "RunInterrupted": "errors",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -103,7 +103,9 @@ def execute_resume(path: str | Path, options: Mapping[str, Any], print_summary: 
                    say_errors: bool = False) -> Outcome:
     """Go on with the run recorded in the trace `path` from its last checkpoint (from the start when it has none),
     on this backend, with `options` (only those that do not change the run's numbers may differ from the recorded
-    ones). A complete trace is left as it is (exit status 0), a diverged one too (3). Bad input as for `execute`."""
+    ones; the plug-ins the run used must be among `options['plugin']`: only those are imported, never the ones a
+    trace names). A complete trace is left as it is (exit status 0), a diverged one too (3). A damaged checkpoint,
+    like any bad input, is an InputError raised before the trace is touched (as for `execute`)."""
     given = {k.replace("-", "_"): v for k, v in options.items()}
     if "plugin" in given:
         given["plugin"] = plugin_list(given["plugin"])
@@ -176,7 +178,8 @@ def _ended(point: ResumePoint) -> Outcome | None:
 def resume(path: str | Path, **options: Any) -> Trace | None:
     """Go on with the run recorded in the trace `path` (see `execute_resume`) and return the trace, as `simulate`
     does. Options that change the run's numbers are refused (InputError); `backend`, `workers` (the same N),
-    `checkpoint_every`, `stall_timeout`, `quiet`, `plugin`, `fault` may be given.
+    `checkpoint_every`, `stall_timeout`, `quiet`, `plugin`, `fault` may be given. The plug-ins the run used must be
+    given again (`plugin=[...]`): a trace that names others is refused, and they are not imported.
 
     >>> trace = resume("runs/long.h5", quiet=True)  # doctest: +SKIP
     """

@@ -1,4 +1,5 @@
-"""Exceptions shared by every layer: bad input, divergence, failures of peer ranks, and how a run ended (API)."""
+"""Exceptions shared by every layer: bad input (a trace that cannot be read among it), divergence, failures of peer
+ranks, and how a run ended (API)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,14 @@ class InputError(ValueError):
         self.reason = reason
         self.rank = rank
         super().__init__(f"{_printable(field)}={value!r}: {_printable(reason)}")
+
+
+class TraceError(InputError):
+    """A file that `load_trace` cannot read as a trace (not HDF5, not a trace, or damaged): field 'trace', the path
+    as the value, and what is wrong."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__("trace", str(path), reason)
 
 
 def _printable(text: str) -> str:

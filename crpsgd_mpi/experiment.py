@@ -137,8 +137,10 @@ def resumable(run: Run) -> bool:
 def execute(run: Run, use_mpi: bool = False, timeout: float = 1800.0) -> int:
     """Run one member: in this process (local backend), or under mpiexec with as many ranks as the
     run's `workers` (default 10). A member stopped after a checkpoint is resumed from it, not run again."""
-    if resumable(run):
-        args = ["--resume", str(run.path), "--quiet"]
+    if resumable(run):  # the family's own plug-ins, given again (a resume imports no plug-in the trace names)
+        plugins = run.settings.get("plugin", [])
+        args = ["--resume", str(run.path), "--quiet",
+                *(a for p in ([plugins] if isinstance(plugins, str) else plugins) for a in ("--plugin", str(p)))]
     else:
         args = [*_flags(run.settings, use_mpi), "--out", str(run.path), "--overwrite", "--quiet"]
     if use_mpi:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, TraceError
 from .ledger import EVAL_COLUMNS, ROUND_COLUMNS
 
 if TYPE_CHECKING:
@@ -417,8 +417,9 @@ def _collect_quietly() -> None:
 
 @dataclass
 class Trace:
-    """A trace read back: `attrs` (the config and versions parsed into dicts), `rounds` and `evals` as pandas
-    DataFrames (one row per round / evaluation), `x` the final iterate (None unless complete)."""
+    """A trace read back: `attrs` (every JSON attribute parsed: `config`, `versions` and `run_config` as dicts,
+    `resumes` as a list), `rounds` and `evals` as pandas DataFrames (one row per round / evaluation), `x` the final
+    iterate (None unless complete)."""
 
     path: Path | None
     attrs: dict[str, Any]
@@ -441,25 +442,85 @@ class Trace:
                 f"{self.status}, {len(self.rounds)} rounds, {len(self.evals)} evaluations)")
 
 
+#: Attributes that hold JSON: `Trace.attrs` gives them parsed, with the type each must have.
+JSON_ATTRS = {"config": dict, "versions": dict, "run_config": dict, "resumes": list}
+
+
 def load_trace(path: str | Path) -> Trace:
-    """Read a trace written by any version of this package (schema >= 1). A file that is not a readable trace is an
-    InputError naming it."""
+    """Read a trace written by any version of this package (schema >= 1). A file that is not a readable trace (not
+    HDF5, not a trace, or damaged: a column missing or of another length, an attribute that is not what a run
+    writes) is a TraceError (an InputError) naming it and what is wrong."""
     import pandas as pd
 
     try:
         with h5py.File(path, "r", locking=False) as f:  # never block the run that is writing it
-            if "rounds" not in f or "evals" not in f or "status" not in f.attrs:
-                raise InputError("trace", str(path), "not a crpsgd_mpi trace (no /rounds, /evals or status)")
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-            rounds = pd.DataFrame({k: f["rounds"][k][()] for k in f["rounds"]})
-            evals = pd.DataFrame({k: f["evals"][k][()] for k in f["evals"]})
-            x = f["final"]["x"][()] if "final" in f and "x" in f["final"] else None
+            _no_links(f)
+            if not isinstance(f.get("rounds"), h5py.Group) or not isinstance(f.get("evals"), h5py.Group) \
+                    or "status" not in f.attrs:
+                raise TraceError(path, "not a crpsgd_mpi trace (no /rounds, /evals or status)")
+            attrs = {k: _attr(k, v) for k, v in f.attrs.items()}
+            rounds = pd.DataFrame(_columns(f["rounds"], "rounds"))
+            evals = pd.DataFrame(_columns(f["evals"], "evals"))
+            final = f.get("final")
+            x = None
+            if final is not None:
+                item = final.get("x") if isinstance(final, h5py.Group) else None
+                if not isinstance(item, h5py.Dataset) or item.dtype.kind != "f":
+                    raise TraceError(path, "its final/x is not an array of numbers")
+                x = item[()]
+    except TraceError:
+        raise
     except OSError as exc:
-        raise InputError("trace", str(path), f"not a readable HDF5 file: {exc}") from None
-    for key in ("config", "versions"):
-        if isinstance(attrs.get(key), str):
-            attrs[key] = json.loads(attrs[key])
+        raise TraceError(path, f"not a readable HDF5 file: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes h5py, numpy or pandas raise
+        raise TraceError(path, f"damaged ({type(exc).__name__}: {exc})") from None
+    if not isinstance(attrs["status"], str) or attrs["status"] not in STATUSES:
+        raise TraceError(path, f"its status {attrs['status']!r} is not one of {', '.join(STATUSES)}")
+    for key, kind in JSON_ATTRS.items():
+        if key in attrs:
+            try:
+                attrs[key] = json.loads(attrs[key]) if isinstance(attrs[key], str) else attrs[key]
+            except (ValueError, RecursionError) as exc:
+                raise TraceError(path, f"its attribute {key!r} is not JSON ({type(exc).__name__}: {exc})") from None
+            if not isinstance(attrs[key], kind):
+                raise TraceError(path, f"its attribute {key!r} is not a JSON {'object' if kind is dict else 'list'}")
     return Trace(Path(path), attrs, rounds, evals, x)
+
+
+def _no_links(f: h5py.File) -> None:
+    """ValueError if what load_trace reads is a soft or external link (a trace holds its data itself; a link to
+    another file is never followed)."""
+    for name in ("rounds", "evals", "final"):
+        if name in f and not isinstance(f.get(name, getlink=True), h5py.HardLink):
+            raise ValueError(f"its /{name} is a link")
+        g = f.get(name)
+        if isinstance(g, h5py.Group):
+            for key in g:
+                if not isinstance(g.get(key, getlink=True), h5py.HardLink):
+                    raise ValueError(f"its /{name}/{key} is a link")
+
+
+def _attr(key: str, value: Any) -> Any:
+    """An attribute as a run wrote it: text as str (h5py gives bytes for fixed-length strings)."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise ValueError(f"its attribute {key!r} is not UTF-8 text") from None
+    return value
+
+
+def _columns(g: h5py.Group, name: str) -> dict[str, np.ndarray]:
+    """The columns of group `name`: one-dimensional arrays of numbers, all of one length."""
+    out = {}
+    for key, item in g.items():
+        if not isinstance(item, h5py.Dataset) or item.ndim != 1 or item.dtype.kind not in "biuf":
+            raise ValueError(f"its column {name}/{key} is not a one-dimensional array of numbers")
+        out[key] = item[()]
+    lengths = {len(v) for v in out.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"its {name} columns have different lengths ({', '.join(f'{k}: {len(v)}' for k, v in out.items())})")
+    return out
 
 
 read_trace = load_trace

@@ -115,7 +115,7 @@ def test_a_stopped_member_is_resumed_and_a_changed_one_run_again(tmp_path: Path,
     assert main([*options, "--out", str(run.path), "--quiet", "--checkpoint-every", "50", "--fault", "1:120"]) == 1
     assert resumable(run)
     assert run_families([fam], tmp_path / "res", verbose=False) == 0
-    assert read_trace(run.path).attrs["resumes"].startswith('[{"after_round": 100')
+    assert read_trace(run.path).attrs["resumes"][0]["after_round"] == 100
     assert same_trace(run.path, tmp_path / "ref" / run.path.relative_to(tmp_path / "res"))
     # the family changed since: the stopped trace is not its run any more, and it is run again from the start
     assert main([*options, "--out", str(run.path), "--overwrite", "--quiet", "--checkpoint-every", "50",

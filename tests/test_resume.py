@@ -130,8 +130,8 @@ def test_stopped_and_resumed_equals_the_run_never_stopped(tmp_path: Path, refere
         assert_same_run(resumed, ref)
         with h5py.File(out) as f:
             assert "checkpoint" not in f  # a complete trace has nothing left to resume
-        history = resumed.attrs["resumes"]
-        assert f'"after_round": {kept}' in history and f'"status_was": "{stopped.status}"' in history
+        history = resumed.attrs["resumes"]  # parsed by load_trace
+        assert history[-1]["after_round"] == kept and history[-1]["status_was"] == stopped.status
 
 
 @pytest.mark.timeout(120)
@@ -145,7 +145,7 @@ def test_resumed_twice_and_rows_after_the_checkpoint_are_written_again(tmp_path:
     res = cli(["--resume", str(out)], tmp_path)
     assert res.returncode == 0 and "from round 120" in res.stderr
     assert_same_run(read_trace(out), references["psgd"])
-    assert read_trace(out).attrs["resumes"].count("after_round") == 2
+    assert [r["after_round"] for r in read_trace(out).attrs["resumes"]] == [80, 120]
 
 
 @pytest.mark.timeout(120)
@@ -330,7 +330,7 @@ def _state_not_a_group(p: Path) -> None:
     (_garbage, "is not an HDF5 file"),
     (_not_a_trace, "is not a trace of a run this version can resume"),
     (_no_rngs, "its checkpoint is damaged"),
-    (_ahead, "its checkpoint is ahead of its rows"),
+    (_ahead, "is ahead of its rows"),
 ])
 def test_what_cannot_be_resumed_is_named(tmp_path: Path, stopped: Path, spoil: object, says: str) -> None:
     target = tmp_path / "x.h5"
@@ -441,7 +441,7 @@ def test_plugin_algorithms_resume_exactly_or_start_over(tmp_path: Path, resumabl
                tmp_path).returncode == -signal.SIGKILL
     with h5py.File(out) as f:
         assert ("checkpoint" in f) == resumable
-    res = cli(["--resume", str(out)], tmp_path)  # the recorded plug-in is loaded again
+    res = cli(["--resume", str(out), "--plugin", plugin], tmp_path)  # the plug-in given again (never the trace's)
     assert res.returncode == 0, res.stderr
     assert ("from round 8" if resumable else "from the start") in res.stderr
     assert_same_run(read_trace(out), read_trace(tmp_path / "ref.h5"))
@@ -470,7 +470,7 @@ def test_a_state_that_cannot_be_stored_costs_the_checkpoints_not_the_run(tmp_pat
     assert res.stderr.count("note: no checkpoints for this run") == 1
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)  # 898 checkpoints, each hashed for its digest (a few ms): 44 s on a loaded 2-core machine
 def test_checkpoints_do_not_grow_the_trace(tmp_path: Path) -> None:
     """Each checkpoint is written over the previous one (HDF5 never reuses the space of a deleted dataset)."""
     sizes = {}
