@@ -178,7 +178,11 @@ def parse(argv: Sequence[str] | None) -> tuple[Config | Resume | None, str | Non
     options = {k: cli_value(k, v) if k in CORE_NAMES else v for k, v in given.items()}
     text = frozenset(k for k in given if k not in CORE_NAMES)
     if resume is not None and not listing:
-        return Resume(resume, {**from_file, **options}), path
+        merged = {**from_file, **options}
+        plugins = [*plugin_list(from_file.get("plugin")), *plugin_list(options.get("plugin"))]
+        if plugins:  # the file's and the command line's, both (as for a new run)
+            merged["plugin"] = list(dict.fromkeys(plugins))
+        return Resume(resume, merged), path
     if listing:
         lines = []
         for flag, registry in _LISTED:
