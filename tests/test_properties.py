@@ -12,8 +12,8 @@ given to ``--resume`` and ``load_trace``, (d) damaged data files for ``--dataset
 CI runs this file reproducibly (``derandomize=True``: the examples depend only on the test's source) and without
 shrinking (a failing property fails on its first failing example; the known ones are ``@example``\\s, tried first).
 To look harder: ``CRPSGD_PROPERTY_SCALE=10`` (ten times the examples), ``CRPSGD_PROPERTY_RANDOM=1`` (fresh random
-examples each run), ``CRPSGD_PROPERTY_SHRINK=1`` (shrink a failure to a minimal example, as reported in the xfail
-reasons below), ``CRPSGD_PROPERTY_GENERATED_ONLY=1`` (skip the ``@example``\\s, to see what generation finds
+examples each run), ``CRPSGD_PROPERTY_SHRINK=1`` (shrink a failure to a minimal example),
+``CRPSGD_PROPERTY_GENERATED_ONLY=1`` (skip the ``@example``\\s, to see what generation finds
 beyond them).
 """
 
