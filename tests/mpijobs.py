@@ -31,6 +31,19 @@ def fresh_env(**extra: str) -> dict[str, str]:
     return env
 
 
+#: Every job a test started: conftest ends what is still running after each test, whatever the test asserted.
+STARTED: list[ShellJob] = []
+
+
+def end_all() -> None:
+    """Kill every started job's process tree that is still there."""
+    while STARTED:
+        job = STARTED.pop()
+        job.tree.update(process_tree(job.proc.pid))
+        if job.proc.poll() is None or any(process_alive(p) for p in job.tree):
+            job.kill()
+
+
 @dataclass
 class ShellJob:
     """`bash -c '. activate && <command>'` in a session of its own, output in a temporary file."""
@@ -45,6 +58,7 @@ class ShellJob:
         self.proc = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      cwd=self.cwd, env=self.env, start_new_session=True)
         self.tree: set[int] = set()
+        STARTED.append(self)
         self._chunks: list[bytes] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
