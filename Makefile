@@ -13,34 +13,51 @@ BIN    := $(VENV)/bin
 # every recipe that runs MPI does so in the activated environment, exactly as a user types it
 ACTIVATE := . $(VENV)/bin/activate &&
 NP     ?= 10
-STAMP  := $(VENV)/.installed-$(shell cat setup.cfg setup.py crpsgd_mpi/mpienv.py | cksum | cut -d' ' -f1)
 RUN_ARGS ?=
 # The networks' extra: this machine has the CPU build of torch 2.13.0 on disk; an unpinned torch would download the
 # newest release with gigabytes of CUDA libraries (see README, "Deep networks").
 TORCH  ?= torch==2.13.0
+# Two stamps: the base environment (what `make run` needs: the package, the MPI wheel, test and lint tools; no torch),
+# and torch on top of it (`make test`, `make figures-deep`, `make install-torch`): `make test` after `make run` only
+# adds torch.
+STAMP  := $(VENV)/.installed-base-$(shell cat setup.cfg setup.py crpsgd_mpi/mpienv.py | cksum | cut -d' ' -f1)
+TORCH_STAMP := $(VENV)/.installed-torch-$(shell echo '$(TORCH)' | cksum | cut -d' ' -f1)
+# No byte-compiling at install (more than half of the install's time here): Python compiles a module the first time
+# it is imported, and only the modules a run imports. pip 23 (Python 3.11's own) is enough for the editable install.
+PIP_FAST ?= --no-compile
 
-.PHONY: help install data run test test-mpi lint figures figures-deep experiments bench clean
+.PHONY: help install install-torch data run test test-mpi lint figures figures-deep experiments bench clean
 
 help:
 	@echo "make run      default experiment: mpiexec -n $(NP) python -m crpsgd_mpi.run (NP=..., RUN_ARGS=...)"
-	@echo "make test     the whole test suite (unit + multi-rank under mpiexec); MPI=mpich for the MPICH wheel"
+	@echo "make test     the whole test suite (unit + multi-rank under mpiexec; installs torch); MPI=mpich for the MPICH wheel"
 	@echo "make test-mpi only the multi-rank tests (pytest -m mpi); CI runs them again with MPI=mpich"
-	@echo "make install  virtual environment $(VENV) with the package, the $(MPI) wheel and test tools, MPI configured"
+	@echo "make install  virtual environment $(VENV) with the package, the $(MPI) wheel and test tools, MPI configured (no torch)"
+	@echo "make install-torch  adds torch ($(TORCH), CPU) for the networks; make test and make figures-deep do it too"
+	@echo "make data    as root: the Debian packages dataset-fashion-mnist and hdf5-tools (make test does it too)"
 	@echo "make figures  run every experiment family without a complete trace, then draw figures/ and the table"
-	@echo "make figures-deep  the second experiment: ResNet20 on Fashion-MNIST, N = 8 (about 20 minutes here)"
+	@echo "make figures-deep  the second experiment: ResNet20 on Fashion-MNIST, N = 8 (about 20 minutes here; installs torch)"
 	@echo "make bench    performance ratios (kernel vs DRAM read, simulator vs raw mpi4py loop, local vs MPI, schedule cost vs rho)"
 	@echo "make lint     ruff"
 
 $(STAMP): setup.cfg setup.py crpsgd_mpi/mpienv.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[$(MPI),test,lint,torch]' --config-settings editable_mode=compat
+	$(BIN)/python -c 'import pip, sys; sys.exit(int(pip.__version__.split(".")[0]) < 23)' || \
+		$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(PIP_FAST) -e '.[$(MPI),test,lint]' --config-settings editable_mode=compat
 	$(BIN)/python -m crpsgd_mpi.configure_mpi
-	rm -f $(VENV)/.installed-*
+	rm -f $(VENV)/.installed-base-* $(VENV)/.installed-[0-9]*
+	touch $@
+
+# order-only: a reinstalled base keeps its torch (pip leaves it in place)
+$(TORCH_STAMP): | $(STAMP)
+	$(BIN)/python -m pip install --quiet $(PIP_FAST) $(TORCH)
+	rm -f $(VENV)/.installed-torch-*
 	touch $@
 
 install: $(STAMP)
+
+install-torch: $(TORCH_STAMP)
 
 # Fashion-MNIST and h5dump from Debian (needs root and apt); without them the tests that need them are skipped.
 DEBS := dataset-fashion-mnist hdf5-tools
@@ -55,11 +72,11 @@ data:
 run: $(STAMP)
 	$(ACTIVATE) mpiexec -n $(NP) python -m crpsgd_mpi.run $(RUN_ARGS)
 
-test: $(STAMP) data
+test: $(STAMP) $(TORCH_STAMP) data
 	$(ACTIVATE) python -m pytest -q
 
 # the tests that start mpiexec (marked `mpi`): what differs between MPIs
-test-mpi: $(STAMP)
+test-mpi: $(STAMP) $(TORCH_STAMP)
 	$(ACTIVATE) python -m pytest -q -m mpi
 
 # Traces first (resumable: finished traces are never recomputed), plotting second.
@@ -72,7 +89,7 @@ figures: experiments
 
 # The paper's second experiment: ResNet20 on Fashion-MNIST, N = 8 (about 20 minutes here; GRID=1 also reruns the
 # step-size grid, about 15 more). Resumable like the other families; not part of `make figures` or `make test`.
-figures-deep: $(STAMP) data
+figures-deep: $(STAMP) $(TORCH_STAMP) data
 	$(ACTIVATE) python -m crpsgd_mpi.sweep --results results-deep experiments/deep/resnet20_fmnist.toml \
 		$(if $(GRID),experiments/deep/resnet20_fmnist_grid.toml)
 	MPLBACKEND=Agg $(BIN)/python -m crpsgd_mpi.figures --results results-deep --experiments experiments/deep --out figures

@@ -28,7 +28,8 @@ STORAGES = ("auto", "dense", "sparse")
 NAMED_PERIODS = ("stich", "prsgd")
 NAMED_DATASETS = ("synthetic", "fashion-mnist")
 DEFAULT_FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
-DEFAULT_EVAL_POINTS = 40
+#: Evaluation points of a run that does not set --eval-points (networks: at most this many, see ledger.evaluation_budget).
+DEFAULT_EVAL_POINTS = limits.DEFAULT_EVAL_POINTS
 DEFAULT_CHECKPOINT_EVERY = "60s"
 #: What a checkpoint interval's unit means in seconds.
 _TIME_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -70,8 +71,13 @@ class Config:
     device: str = field(default="cpu", metadata={"help": "networks: cpu or cuda (a GPU shared by the ranks)"})
     eval_samples: int | None = field(
         default=None,
-        metadata={"help": "training samples an evaluation covers in all (default: every one for logreg, 10000 for "
-                  "networks, a fixed part of each shard)"},
+        metadata={"help": "networks: training samples an evaluation covers in all, a fixed part of each shard "
+                  "(default: 10000, fewer where the evaluation budget needs: README, Deep networks)"},
+    )
+    test_samples: int | None = field(
+        default=None,
+        metadata={"help": "networks: test images an evaluation scores, a fixed seeded subset of the test set "
+                  "(default: all of it, fewer where the evaluation budget needs)"},
     )
     dataset: str = field(
         default="synthetic",
@@ -90,9 +96,10 @@ class Config:
     seed: int = field(default=0, metadata={"help": "seed root: shard shuffle and per-worker sampling streams"})
     out: str | None = field(default=None, metadata={"help": "trace path (default: a new file under runs/)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing --out"})
-    eval_points: int = field(
-        default=DEFAULT_EVAL_POINTS,
-        metadata={"help": "full-objective evaluations, spaced geometrically in SFO (at most max(T + 1, 40))"},
+    eval_points: int | None = field(
+        default=None,
+        metadata={"help": f"full-objective evaluations, spaced geometrically in SFO (at most max(T + 1, 40); default "
+                  f"{DEFAULT_EVAL_POINTS}, for networks fewer where the evaluation budget needs)"},
     )
     backend: str = field(default="auto", metadata={"help": "mpi, local, or auto (mpi when started by mpiexec)"})
     workers: int | None = field(
@@ -208,8 +215,9 @@ class Config:
         if self.model not in PROBLEMS:
             PROBLEMS.get(self.model)
         _choice("device", self.device, DEVICES)
-        if self.eval_samples is not None:
-            _count("eval_samples", self.eval_samples, 1)
+        for name in ("eval_samples", "test_samples"):
+            if getattr(self, name) is not None:
+                _count(name, getattr(self, name), 1)
         _choice("regularizer", self.regularizer, REGULARIZERS)
         _choice("backend", self.backend, BACKENDS)
         _choice("reduction", self.reduction, REDUCTIONS)
@@ -253,12 +261,13 @@ class Config:
             raise InputError("label_noise", self.label_noise, "must be in [0, 0.5)")
         _count("data_seed", self.data_seed, 0, INT64_MAX, "2^63 - 1: the trace stores seeds as 64-bit integers")
         _count("seed", self.seed, 0, INT64_MAX, "2^63 - 1: the trace stores seeds as 64-bit integers")
-        _count("eval_points", self.eval_points, 2)
-        cap = max(self.T + 1, DEFAULT_EVAL_POINTS)
-        if self.eval_points > cap:
-            raise InputError("eval_points", self.eval_points,
-                             f"must be <= max(T + 1, {DEFAULT_EVAL_POINTS}) = {cap}: the plan has at most T targets "
-                             "(one per SFO), plus the start")
+        if self.eval_points is not None:
+            _count("eval_points", self.eval_points, 2)
+            cap = max(self.T + 1, DEFAULT_EVAL_POINTS)
+            if self.eval_points > cap:
+                raise InputError("eval_points", self.eval_points,
+                                 f"must be <= max(T + 1, {DEFAULT_EVAL_POINTS}) = {cap}: the plan has at most T "
+                                 "targets (one per SFO), plus the start")
         if self.workers is not None:
             _count("workers", self.workers, 1)
         if not (_is_number(self.stall_timeout) and math.isfinite(self.stall_timeout) and self.stall_timeout >= 0):
@@ -284,8 +293,8 @@ class Config:
     def _fixed_needs(self) -> list[Need]:
         """Memory every process needs whatever N and the data: the evaluation plan; for synthetic data also the row
         permutation, the generator's blocks and the model-sized vectors."""
-        needs = [Need("eval_points", self.eval_points, 32.0 * self.eval_points,
-                      f"the evaluation plan ({self.eval_points} points x 32 bytes)")]
+        points = self.eval_points or DEFAULT_EVAL_POINTS
+        needs = [Need("eval_points", self.eval_points, 32.0 * points, f"the evaluation plan ({points} points x 32 bytes)")]
         if self.dataset == "synthetic":
             d = self.features + self.intercept
             vectors = limits.FIXED_VECTORS + limits.VECTORS_PER_WORKER + 1

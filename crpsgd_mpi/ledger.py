@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
+
+from .config import DEFAULT_EVAL_POINTS
 
 ROUND_COLUMNS = ("round", "sfo", "batch_size", "stage", "bytes", "wall_time")
 EVAL_COLUMNS = ("round", "sfo", "loss", "grad_norm_sq", "suboptimality", "test_loss", "test_accuracy")
@@ -101,3 +104,71 @@ class EvalPlan:
         """Go on from `position`."""
         self._next = int(position)
         self._next_sfo = int(self.targets[self._next]) if self._next < self.targets.size else 2**63 - 1
+
+
+#: Networks: the evaluations a run plans by default may cost at most this share of its training work (T SFO per
+#: worker x N workers); what the user sets is never changed. About 20% of the run's time at most (below).
+EVAL_SHARE = 0.25
+#: The cost of one evaluated sample (a forward pass in eval mode, 500 samples a batch), counted in SFO (a forward and
+#: backward pass of a training minibatch). Measured on CPU, one thread, per sample: cnn 0.16 (B=1) to 0.56 (B=64) of
+#: an SFO, resnet20 0.14 to 0.54; counted as 0.5, so the evaluations take at most EVAL_SHARE x 0.56 / 0.5 = 28% of
+#: the training time (22% of the run), 15-20% at typical batch sizes.
+EVAL_COST = 0.5
+#: Networks: training samples an evaluation covers by default when the budget allows them.
+DEFAULT_EVAL_SAMPLES = 10_000
+#: Samples of each kind (training, test) per evaluation below which the default points shrink before the samples do.
+MIN_EVAL_SAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class EvalBudget:
+    """A network run's evaluation settings: `eval_points` (the plan has at most eval_points + 1 evaluations, the
+    start included), `eval_samples` training and `test_samples` test samples scored at each (counts above the data
+    set's mean all of it)."""
+
+    eval_points: int
+    eval_samples: int
+    test_samples: int
+
+    def work(self, n_train: int, n_test: int) -> float:
+        """The planned evaluation work in SFO: evaluations x samples scored x EVAL_COST."""
+        scored = min(self.eval_samples, n_train) + min(self.test_samples, n_test)
+        return (self.eval_points + 1) * scored * EVAL_COST
+
+
+def evaluation_budget(T: int, n_workers: int, n_train: int, n_test: int, eval_points: int | None = None,
+                      eval_samples: int | None = None, test_samples: int | None = None) -> EvalBudget:
+    """The evaluation settings of a network run: the given ones as they are; the others by the rule (README,
+    "Deep networks"): the run may score A = EVAL_SHARE x T x N / EVAL_COST samples in all its evaluations.
+    Defaults are 40 points, 10000 training samples (at most the training set), the whole test set. While they do
+    not fit, first the samples shrink (down to MIN_EVAL_SAMPLES of each kind), then the points (down to 2), then the
+    samples again (down to one per worker); each evaluation gets A / (points + 1), shared evenly between the
+    training and test samples not given (what one cannot use goes to the other). Default training samples are a
+    multiple of N (the same number on every worker). Only below about T = 12 can the floors exceed the share."""
+    N = n_workers
+    allowance = int(EVAL_SHARE * T * N / EVAL_COST)
+    e0, t0 = min(DEFAULT_EVAL_SAMPLES, n_train), n_test
+    e_want = e0 if eval_samples is None else min(eval_samples, n_train)
+    t_want = t0 if test_samples is None else min(test_samples, n_test)
+    points = eval_points
+    if points is None:
+        if (DEFAULT_EVAL_POINTS + 1) * (e_want + t_want) <= allowance:
+            points = DEFAULT_EVAL_POINTS
+        else:
+            floor = (e_want if eval_samples is not None else min(e0, MIN_EVAL_SAMPLES)) + \
+                    (t_want if test_samples is not None else min(t0, MIN_EVAL_SAMPLES))
+            points = min(DEFAULT_EVAL_POINTS, max(2, allowance // floor - 1))
+    free = allowance // (points + 1) - (0 if eval_samples is None else e_want) - (0 if test_samples is None else t_want)
+    e, t = eval_samples, test_samples
+    if e is None and t is None:
+        t = min(t0, max(free - e0, free // 2))
+        e = min(e0, free - t)
+    elif e is None:
+        e = min(e0, free)
+    elif t is None:
+        t = min(t0, free)
+    if eval_samples is None:
+        e = max(N, e // N * N)  # n_train >= N: a run has at least one training sample per worker
+    if test_samples is None:
+        t = max(min(N, t0), t, 1)
+    return EvalBudget(points, int(e), int(t))

@@ -51,6 +51,11 @@ class Need:
     what: str
 
 
+#: Evaluation points of a run that does not set --eval-points (networks: at most this many, see
+#: ledger.evaluation_budget); config.DEFAULT_EVAL_POINTS.
+DEFAULT_EVAL_POINTS = 40
+
+
 def human(nbytes: float) -> str:
     """Bytes in decimal units, two significant digits at least: '8.0 TB', '23 GB', '512 B'."""
     for unit, size in (("EB", 1e18), ("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -245,8 +250,8 @@ def plan_run(cfg: Config, n_workers: int, local_workers: int, n_rows: int, n_col
         field, value = (batch_field, getattr(cfg, batch_field)) if batch >= k else ("workers", n_workers)
         needs.append(Need(field, value, 2.0 * k * batch * (8.0 * d + 32.0),
                           f"the batch buffers (2 x {k} workers x batch up to {batch} x {d} features x 8 bytes)"))
-    needs.append(Need("eval_points", cfg.eval_points, 32.0 * cfg.eval_points,
-                      f"the evaluation plan ({cfg.eval_points} points x 32 bytes)"))
+    points = cfg.eval_points or DEFAULT_EVAL_POINTS
+    needs.append(Need("eval_points", cfg.eval_points, 32.0 * points, f"the evaluation plan ({points} points x 32 bytes)"))
     if synthetic:
         needs.append(Need("features", cfg.features, 3 * 8.0 * GENERATOR_BLOCK * cfg.features,
                           f"the generator's blocks (3 x {GENERATOR_BLOCK} rows x {cfg.features} features x 8 bytes)"))

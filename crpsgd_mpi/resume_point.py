@@ -150,6 +150,11 @@ def resumed_config(point: ResumePoint, given: dict[str, Any]) -> Config:
     plugins = _as_names(given.get("plugin", ()))
     _check_plugins(point, plugins)
     options = {k: v for k, v in point.options.items() if k not in NOT_INHERITED}
+    if "test_samples" not in options and options.get("model") in ("resnet20", "cnn"):
+        # a network run recorded before evaluations were sized to the run evaluates as it did: 10000 training
+        # samples, the whole test set (at most 2^62 images)
+        options["test_samples"] = 2**62
+        options["eval_samples"] = options.get("eval_samples") or 10_000
     for key, value in given.items():
         recorded = point.options.get(key)
         if key == "out":

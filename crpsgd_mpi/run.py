@@ -55,7 +55,8 @@ class _Parser(argparse.ArgumentParser):
 _CHOICES = {"backend": BACKENDS, "reduction": REDUCTIONS, "storage": STORAGES, "device": DEVICES,
             "regularizer": REGULARIZERS}
 #: Where each core setting belongs in --help: the built-in component that reads it, else the run's core.
-_GROUPS = (("problem logreg", ("model", "regularizer", "lam", "intercept", "storage", "device", "eval_samples")),
+_GROUPS = (("problems (logreg, networks)", ("model", "regularizer", "lam", "intercept", "storage", "device", "eval_samples",
+                                            "test_samples")),
            ("data", ("dataset", "fmnist_dir", "samples", "features", "condition", "label_noise", "data_seed")),
            ("batch schedules (cr-psgd, catalyst's inner loop)", ("schedule", "B1", "rho", "step_factor", "step_every",
                                                                   "norm_theta")),

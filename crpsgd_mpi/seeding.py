@@ -17,6 +17,7 @@ class Stream(IntEnum):
     SYNTHETIC_ROWS = 5
     INIT = 6
     STRAGGLERS = 7
+    TEST_SUBSET = 8
 
 
 def rng_for(seed: int, stream: Stream, *keys: int) -> np.random.Generator:

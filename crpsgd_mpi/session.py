@@ -3,6 +3,7 @@ that every process agrees on (`prepare`), the run (`Run`), and the report (`summ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from .algorithms import ALGORITHMS, Algorithm, Setting
 from .algorithms.base import returned_point
 from .checkpoint import Checkpointer
 from .comm import Backend
-from .config import Config
+from .config import DEFAULT_EVAL_POINTS, Config
 from .errors import AlgorithmError, Diverged, InputError, Interrupted
 from .fstar_cache import cache_path, cached_optimum
 from .ledger import EvalPlan, Ledger
@@ -66,6 +67,9 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
         step = ("algorithm", cfg.algorithm, "checked")
         algorithm = ALGORITHMS.get(cfg.algorithm)
         algorithm.check(cfg, backend.n_workers)
+        factory = PROBLEMS.get(cfg.model)
+        if getattr(factory, "estimates_smoothness", True) is False:  # no L to derive step sizes from: said at once
+            algorithm.create(Setting(cfg, backend.n_workers, None))
         if backend.is_root:
             step = ("out", str(cfg.out) if cfg.out else None, "checked")
             inputs = [*input_files(cfg), *([config_file] if config_file else [])]
@@ -74,12 +78,13 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
                 step = ("resume", str(resume.path), "checked")
                 _room_to_resume(resume)
         step = ("dataset", cfg.dataset, f"loaded (--model {cfg.model})")
-        problem = PROBLEMS.get(cfg.model)(cfg, backend.n_workers, backend.local_workers)
+        problem = factory(cfg, backend.n_workers, backend.local_workers)
+        cfg = resolve_evaluations(cfg, problem)
         if resume is not None:
             step = ("resume", str(resume.path), "checked")
             _same_data(resume, problem, cfg)
             _fits(resume, problem)
-        if not problem.estimates_smoothness:  # the step sizes cannot be derived: they must all be given
+        if not problem.estimates_smoothness:  # the step sizes cannot be derived (a plug-in's factory may not say)
             step = ("algorithm", cfg.algorithm, "checked")
             algorithm.create(Setting(cfg, backend.n_workers, None))
     except InputError as exc:
@@ -89,6 +94,14 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
     agree_on(backend, error)
     assert algorithm is not None and problem is not None
     return Prepared(cfg, backend, algorithm, problem, out, resume)
+
+
+def resolve_evaluations(cfg: Config, problem: Problem) -> Config:
+    """`cfg` with the evaluation settings it left unset filled in: the problem's choice (a network's evaluation
+    budget), else DEFAULT_EVAL_POINTS points. The trace records the values the run used."""
+    chosen = {"eval_points": DEFAULT_EVAL_POINTS, **problem.evaluation_settings()}
+    unset = {k: v for k, v in chosen.items() if getattr(cfg, k) is None}
+    return dataclasses.replace(cfg, **unset) if unset else cfg
 
 
 def _fits(point: ResumePoint, problem: Problem) -> None:

@@ -240,7 +240,7 @@ def too_slow_to_run(cfg: Config) -> str | None:
         (cfg.dataset == "fashion-mnist", "Fashion-MNIST is large"),
         (cfg.samples * (cfg.features + 1) > 2_000_000 or cfg.features > 20_000, "large synthetic data"),
         (N > 512 or cfg.T > 5000 or N * cfg.T > 200_000, "many rounds"),
-        (cfg.eval_points > 500, "many evaluations"),
+        ((cfg.eval_points or 40) > 500, "many evaluations"),  # unset: 40 (networks: at most 40)
         (plan is not None and plan[0] == "rounds" and cfg.T / plan[1] > 500, "many checkpoints"),
         (plan is not None and plan[0] == "seconds" and plan[1] < 0.5 and cfg.T > 200, "many checkpoints"),
     ]

@@ -43,7 +43,8 @@ class FashionMNISTSource(Source):
             if not _exists(p):
                 raise InputError(
                     "fmnist_dir", folder,
-                    f"{p.name} not found (install the Debian package dataset-fashion-mnist or set --fmnist-dir)",
+                    f"{p.name} not found (`make data` installs it, as root: the Debian package dataset-fashion-mnist; "
+                    "or set --fmnist-dir)",
                 )
             limits.readable_file(p, "fmnist_dir")  # a directory, a FIFO, a device or an unreadable file: named
         self.labels = _read_labels(self.labels_path)

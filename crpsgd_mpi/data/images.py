@@ -1,6 +1,7 @@
 """Image data sets for networks: Fashion-MNIST's ten classes and CIFAR-10. The training set is sharded like every data
 set (the seeded permutation of its rows cut into N contiguous parts, whatever N), each process reading only its
-workers' rows; the held-out test set is cut into N parts in order, one per worker, for the evaluations."""
+workers' rows; the held-out test set (or the fixed, seeded subset of it that `test_samples` asks for) is cut into N
+parts in order, one per worker, for the evaluations."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..seeding import Stream, rng_for
 from .cifar10 import CIFAR10_MEAN, CIFAR10_STD, Cifar10Layout, count_rows, find_cifar10, read_cifar10
 from .cifar10 import normalize as normalize_images
 from .fmnist import SIDE, FashionMNISTSource
@@ -100,24 +102,38 @@ class ImageShards:
     shape: tuple[int, int, int]
     classes: int
     n_train: int
-    n_test: int
+    n_test: int  # images in the test set (the evaluations score `test_rows` of them)
+    test_rows: int
     train: list[tuple[np.ndarray, np.ndarray]]
     test: list[tuple[np.ndarray, np.ndarray]]
     fingerprint: str
 
 
-def load_images(source: ImageSource, seed: int, n_workers: int, workers: range) -> ImageShards:
+def test_subset(n_test: int, test_samples: int | None, seed: int) -> np.ndarray:
+    """The test rows the evaluations score, in order: all of them when `test_samples` is None or covers the set, else
+    `test_samples` rows drawn without replacement by the seed root's TEST_SUBSET stream (independent of N and of
+    the backend)."""
+    if test_samples is None or test_samples >= n_test:
+        return np.arange(n_test)
+    return np.sort(rng_for(seed, Stream.TEST_SUBSET).permutation(n_test)[:test_samples])
+
+
+def load_images(source: ImageSource, seed: int, n_workers: int, workers: range,
+                test_samples: int | None = None) -> ImageShards:
     """The shards of `workers` out of N: training rows by the seeded permutation (data independent of N), test rows
-    in order."""
+    (`test_subset`) in order."""
     n_train, n_test = source.n_rows("train"), source.n_rows("test")
     if n_workers > n_train:
         raise InputError("workers", n_workers, f"more workers than training images ({n_train}) in {source.name}")
     perm, bounds = shuffle(n_train, seed), shard_bounds(n_train, n_workers)
-    test_bounds = shard_bounds(n_test, n_workers)
+    test_rows = test_subset(n_test, test_samples, seed)
+    test_bounds = shard_bounds(test_rows.size, n_workers)
     train, test = [], []
-    for w in workers:
-        images, labels = source.read("train", perm[bounds[w]:bounds[w + 1]])
-        train.append((source.normalize(images), labels))
-        images, labels = source.read("test", np.arange(test_bounds[w], test_bounds[w + 1]))
-        test.append((source.normalize(images), labels))
-    return ImageShards(source.name, source.shape, source.classes, n_train, n_test, train, test, source.fingerprint())
+    if len(workers):  # each split read once for all of this process's workers (a compressed file is read whole)
+        for split, rows, cuts, parts in (("train", perm, bounds, train), ("test", test_rows, test_bounds, test)):
+            lo, hi = cuts[workers[0]], cuts[workers[-1] + 1]
+            images, labels = source.read(split, rows[lo:hi])
+            images = source.normalize(images)
+            parts.extend((images[cuts[w] - lo:cuts[w + 1] - lo], labels[cuts[w] - lo:cuts[w + 1] - lo]) for w in workers)
+    return ImageShards(source.name, source.shape, source.classes, n_train, n_test, int(test_rows.size), train, test,
+                       source.fingerprint())

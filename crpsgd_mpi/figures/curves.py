@@ -130,7 +130,7 @@ def metric_curve(tr: Trace, metric: str, x: np.ndarray) -> Curve:
 #: Keys of a recorded config that say how a run was carried out, not what it computed: never a label.
 RUN_MECHANICS = frozenset({
     "seed", "out", "quiet", "overwrite", "checkpoint_every", "stall_timeout", "fault", "backend", "plugin",
-    "fmnist_dir", "device", "storage", "eval_points", "resume", "config", "list",
+    "fmnist_dir", "device", "storage", "eval_points", "eval_samples", "test_samples", "resume", "config", "list",
 })
 #: Keys the run derived and recorded beside the options (traces without `run_config` cannot say which they are).
 DERIVED = frozenset({"L", "L_method", "L_converged", "L_products", "n_samples", "n_features", "dataset_name", "dtype"})

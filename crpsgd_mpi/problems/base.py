@@ -74,6 +74,12 @@ class Problem(ABC):
         """How many training samples an evaluation covers in all (default: every one)."""
         return self.n_samples
 
+    def evaluation_settings(self) -> dict[str, int]:
+        """The evaluation settings (`eval_points`, `eval_samples`, `test_samples`) this problem chose for those the
+        configuration left unset (None), e.g. from the evaluation budget of a network; the run records them as its
+        own. Default: none (`eval_points` then defaults to DEFAULT_EVAL_POINTS)."""
+        return {}
+
     def regularizer(self, x: np.ndarray) -> float:
         """r(x), added to the data loss (exact, no SFO); default 0."""
         return 0.0
@@ -116,6 +122,8 @@ class Problem(ABC):
 
 
 #: A problem's factory: (configuration, number of workers N, this process's workers) -> the problem, its data loaded.
+#: A factory whose problems have no estimate of L says so with the attribute `estimates_smoothness = False`: a run
+#: that leaves a step size to derive is then refused before any data is read (else once the problem is built).
 Factory = Callable[[Config, int, range], Problem]
 
 

@@ -18,12 +18,9 @@ from ..config import Config
 from ..data.images import Cifar10Images, FashionMNISTImages, ImageSource, load_images
 from ..data.loading import shard_bounds
 from ..errors import InputError
+from ..ledger import EvalBudget, evaluation_budget
 from .base import Problem, register_problem
 from .regularizers import make_regularizer
-
-#: Training samples each evaluation covers in all (a fixed, seeded part of every worker's shard): the full
-#: training loss of a network costs a forward pass over the whole set at every evaluation point.
-DEFAULT_EVAL_SAMPLES = 10_000
 
 
 def image_source(cfg: Config) -> ImageSource:
@@ -53,14 +50,18 @@ class NetProblem(Problem):
 
         torch.set_num_threads(1)  # one thread per rank (and the same bits in every process: see the module)
         self.name = name
-        self.shards = load_images(image_source(cfg), cfg.seed, n_workers, workers)
+        source = image_source(cfg)
+        # the evaluations' size: what the configuration sets, the rest from the run's size (ledger.evaluation_budget)
+        self.budget: EvalBudget = evaluation_budget(cfg.T, n_workers, source.n_rows("train"), source.n_rows("test"),
+                                                    cfg.eval_points, cfg.eval_samples, cfg.test_samples)
+        self.shards = load_images(source, cfg.seed, n_workers, workers, self.budget.test_samples)
         self.flat = FlatModel(build(self.shards.classes, self.shards.shape[0], cfg.seed), device=cfg.device)
         self.dim, self.n_samples, self.data_name = self.flat.dim, self.shards.n_train, self.shards.name
         self.shard_sizes = [labels.size for _, labels in self.shards.train]
         self._x0 = self.flat.params.copy()
         self._buffers = np.tile(self.flat.get_buffers(), (len(self.shard_sizes), 1))
         self.reg = make_regularizer(cfg.regularizer, cfg.lam)
-        per_worker = math.ceil((cfg.eval_samples or DEFAULT_EVAL_SAMPLES) / n_workers)
+        per_worker = math.ceil(self.budget.eval_samples / n_workers)
         self._eval_rows = [min(size, per_worker) for size in self.shard_sizes]
         bounds = shard_bounds(self.n_samples, n_workers)
         self._eval_total = int(sum(min(b - a, per_worker) for a, b in zip(bounds[:-1], bounds[1:])))
@@ -86,6 +87,15 @@ class NetProblem(Problem):
     @property
     def eval_samples(self) -> int:
         return self._eval_total
+
+    @property
+    def test_samples(self) -> int:
+        """Test images an evaluation scores, over all workers."""
+        return self.shards.test_rows
+
+    def evaluation_settings(self) -> dict[str, int]:
+        return {"eval_points": self.budget.eval_points, "eval_samples": self.budget.eval_samples,
+                "test_samples": self.budget.test_samples}
 
     def test_sums(self, x: np.ndarray) -> np.ndarray:
         rows = np.empty((len(self.shard_sizes), 3), dtype=np.float64)
@@ -126,9 +136,15 @@ def _resnet20(cfg: Config, n_workers: int, workers: range) -> Problem:
                       lambda classes, channels, seed: resnet20(classes, channels, seed=seed))
 
 
+_resnet20.estimates_smoothness = False  # type: ignore[attr-defined]  # --gamma is refused before the data loads
+
+
 @register_problem("cnn")
 def _cnn(cfg: Config, n_workers: int, workers: range) -> Problem:
     """A small convnet (3 conv layers, one BatchNorm, ~15 k parameters) for tests and quick studies."""
     from .nets import cnn
 
     return NetProblem(cfg, n_workers, workers, "cnn", lambda classes, channels, seed: cnn(classes, channels, seed=seed))
+
+
+_cnn.estimates_smoothness = False  # type: ignore[attr-defined]
