@@ -78,8 +78,10 @@ def execute(cfg: Config, print_summary: bool = False, config_file: str | Path | 
     """Run `cfg` on its backend (MPI under mpiexec, else in this process) and return how it ended on this process.
     Bad input raises InputError (on every process alike; with `say_errors` rank 0 has said it in one line, before
     the processes' last meeting, so no launcher can drop the line); a failure under MPI may end the process."""
-    backend = make_backend(cfg.backend, cfg.workers, cfg.reduction, cfg.stall_timeout)
+    backend = make_backend(cfg.backend, None, cfg.reduction, cfg.stall_timeout)
     try:
+        if cfg.workers is not None:
+            backend.assign(cfg.workers)
         prepared = prepare(cfg, backend, config_file)
     except InputError as exc:
         if say_errors:
@@ -120,10 +122,11 @@ def execute_resume(path: str | Path, options: Mapping[str, Any], print_summary: 
         else:
             point = read_resume_point(path)
             cfg = resumed_config(point, given)
-            backend = make_backend(cfg.backend, cfg.workers, cfg.reduction, cfg.stall_timeout)
-        if backend.n_workers != point.n_workers:
-            raise InputError("resume", str(path), f"was run by {point.n_workers} workers: resume it with as many (this "
-                                                  f"job has {backend.n_workers} MPI ranks)")
+            backend = make_backend(cfg.backend, None, cfg.reduction, cfg.stall_timeout)
+        try:
+            backend.assign(point.n_workers)  # the run's N, over however many processes this job has
+        except InputError as exc:
+            raise InputError("resume", str(path), f"was run by {point.n_workers} workers: {exc.reason}") from None
         ended = _ended(point)
         if ended is not None:
             if backend.is_root and not cfg.quiet and ended.status == "complete":

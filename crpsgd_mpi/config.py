@@ -23,7 +23,7 @@ from .params import Param, bool_text, float_text, int_text
 REGULARIZERS = ("l2", "nonconvex", "none")
 BACKENDS = ("auto", "mpi", "local")
 DEVICES = ("cpu", "cuda")
-REDUCTIONS = ("ordered", "allreduce")
+REDUCTIONS = ("exact", "ordered", "allreduce")
 STORAGES = ("auto", "dense", "sparse")
 NAMED_PERIODS = ("stich", "prsgd")
 NAMED_DATASETS = ("synthetic", "fashion-mnist")
@@ -104,13 +104,15 @@ class Config:
     backend: str = field(default="auto", metadata={"help": "mpi, local, or auto (mpi when started by mpiexec)"})
     workers: int | None = field(
         default=None,
-        metadata={"help": "number of workers: local backend, virtual workers (default 10); "
-                  "mpi, must equal the number of ranks if given"},
+        metadata={"help": "number of workers N: local backend, virtual workers in one process (default 10); mpi, "
+                  "spread over the ranks in contiguous blocks (at least one a rank; default: one a rank)"},
     )
     reduction: str = field(
-        default="ordered",
-        metadata={"help": "ordered: Allgather + fixed-order sum (bit-identical across backends); "
-                  "allreduce: in-place Allreduce(SUM)"},
+        default="exact",
+        metadata={"help": "exact: integer Allreduce of every addend on one fixed-point grid, rounded once (the same "
+                  "bits on any backend, placement and MPI; correctly rounded where the addends fit the grid); "
+                  "ordered: Allgather + fixed-order sum (same bits, N times the bytes); allreduce: the MPI "
+                  "library's float Allreduce(SUM) (its order, its bits)"},
     )
     stall_timeout: float = field(
         default=300.0,

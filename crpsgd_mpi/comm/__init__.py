@@ -28,11 +28,16 @@ def rank_from_env() -> int:
 
 
 def make_backend(kind: str, workers: int | None, reduction: str, stall_timeout: float = 0.0) -> Backend:
-    """'mpi', 'local' or 'auto' (mpi when launched by mpiexec, else local with `workers` or 10)."""
+    """'mpi', 'local' or 'auto' (mpi when launched by mpiexec, else local with `workers` or 10). Under MPI,
+    `workers` (None: one a rank) virtual workers are spread over the ranks; a number of workers the job cannot
+    hold raises InputError after the backend exists (so that the caller can close it, in step with the others)."""
     if kind == "auto":
         kind = "mpi" if launched_by_mpi() else "local"
     if kind == "mpi":
         from .mpi import MPIBackend
 
-        return MPIBackend(reduction=reduction, expected_workers=workers, stall_timeout=stall_timeout)
-    return LocalBackend(workers if workers is not None else 10)
+        backend = MPIBackend(reduction=reduction, stall_timeout=stall_timeout)
+        if workers is not None:
+            backend.assign(workers)
+        return backend
+    return LocalBackend(workers if workers is not None else 10, reduction)

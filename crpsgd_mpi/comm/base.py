@@ -9,13 +9,16 @@ from typing import NoReturn
 
 import numpy as np
 
+from ..errors import InputError
+
 
 class Backend(ABC):
     """Combines the rows of the N workers; knows nothing of algorithms, counts nothing.
 
-    A process simulates the workers `local_workers` (one MPI rank: one worker; the in-process
-    backend: all N). Vectors travel as (k, m) arrays, one row per local worker, k = len(local_workers).
-    Every result is identical on every process.
+    A process simulates the workers `local_workers`: a contiguous block of the N (an MPI rank: its share; the
+    in-process backend: all N). Vectors travel as (k, m) arrays, one row per local worker, k = len(local_workers).
+    Every result is identical on every process; with the `exact` reduction it is the same whatever the backend,
+    the number of processes and the placement of the workers.
     """
 
     name: str
@@ -30,7 +33,8 @@ class Backend(ABC):
 
     @abstractmethod
     def sum(self, rows: np.ndarray) -> np.ndarray:
-        """Sum over all N workers in worker order (k, m) -> (m,); used for evaluation traffic."""
+        """Sum over all N workers (k, m) -> (m,), by the backend's reduction; used for evaluation traffic. A new
+        array."""
 
     @abstractmethod
     def allgather(self, rows: np.ndarray) -> np.ndarray:
@@ -43,6 +47,11 @@ class Backend(ABC):
     @abstractmethod
     def agree(self, error: str | None) -> list[tuple[int, str]]:
         """Collective: every process learns which processes hit a set-up error, and which."""
+
+    def assign(self, n_workers: int) -> None:
+        """Simulate N workers over this backend's processes (before any worker exists); InputError when it cannot."""
+        if n_workers != self.n_workers:
+            raise InputError("workers", n_workers, f"this backend holds {self.n_workers} workers")
 
     def set_fatal(self, fatal: Callable[[str, str, int, bool], None]) -> None:
         """Who marks the trace when something other than the main thread ends the job (MPI's supervisor)."""

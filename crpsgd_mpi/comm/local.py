@@ -1,10 +1,11 @@
-"""In-process backend: N virtual workers in one process, reduced in worker order."""
+"""In-process backend: N virtual workers in one process, reduced by the same arithmetic as the MPI backend."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .base import Backend
+from .exact import ExactSum
 
 
 def ordered_sum(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -13,15 +14,29 @@ def ordered_sum(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 class LocalBackend(Backend):
-    """All N workers live here; mean and sum are the same ordered sums the MPI backend computes."""
+    """All N workers live here; mean and sum are the sums the MPI backend computes with the same `reduction`
+    (exact: the exact sum, the same bits; ordered and allreduce: the sum in worker order)."""
 
     name = "local"
     is_root = True
 
-    def __init__(self, n_workers: int) -> None:
+    def __init__(self, n_workers: int, reduction: str = "exact") -> None:
         self.n_workers = n_workers
         self.local_workers = range(n_workers)
+        self.reduction = reduction
         self._out: dict[tuple[int, np.dtype], np.ndarray] = {}
+        self._exact: dict[tuple[int, np.dtype], ExactSum] = {}
+
+    def assign(self, n_workers: int) -> None:
+        self.n_workers, self.local_workers = n_workers, range(n_workers)
+        self._exact.clear()
+
+    def _exact_sum(self, rows: np.ndarray) -> np.ndarray:
+        key = (rows.shape[1], rows.dtype)
+        ex = self._exact.get(key)
+        if ex is None:
+            ex = self._exact[key] = ExactSum(self.n_workers, rows.shape[1], rows.dtype)
+        return ex.local(rows)
 
     def _buffer(self, m: int, dtype: np.dtype) -> np.ndarray:
         buf = self._out.get((m, dtype))
@@ -30,12 +45,18 @@ class LocalBackend(Backend):
         return buf
 
     def mean(self, rows: np.ndarray) -> np.ndarray:
-        out = ordered_sum(rows, self._buffer(rows.shape[1], rows.dtype))
+        if self.reduction == "exact":
+            out = self._exact_sum(rows)
+        else:
+            out = ordered_sum(rows, self._buffer(rows.shape[1], rows.dtype))
         out /= self.n_workers
         return out
 
     def sum(self, rows: np.ndarray) -> np.ndarray:
-        return ordered_sum(np.ascontiguousarray(rows), np.empty(rows.shape[1], dtype=rows.dtype))
+        rows = np.ascontiguousarray(rows)
+        if self.reduction == "exact":
+            return self._exact_sum(rows).copy()
+        return ordered_sum(rows, np.empty(rows.shape[1], dtype=rows.dtype))
 
     def allgather(self, rows: np.ndarray) -> np.ndarray:
         return np.array(rows)

@@ -1,4 +1,5 @@
-"""MPI backend: one worker per rank, buffer-based non-blocking collectives, and a supervisor so that no job hangs."""
+"""MPI backend: a contiguous block of the N workers on each rank, buffer-based non-blocking collectives (the exact
+sum by default), and a supervisor so that no job hangs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from ..errors import InputError
 from .base import Backend
+from .exact import GATHER_ELEMENTS, ExactSum
 from .local import ordered_sum
 from .supervisor import TAG_FAIL, Fatal, Heartbeat, Peer, Supervisor, host_id
 
@@ -24,9 +26,13 @@ _LAUNCHERS = (("SLURM_STEP_ID", "srun"), ("PRTE_LAUNCHED", "prterun"), ("OMPI_CO
 
 
 class MPIBackend(Backend):
-    """Each rank is one worker. `ordered` reduction: Iallgather into an (N, m) buffer, then a fixed-order sum on
-    every rank (bit-identical to the in-process backend and across ranks); `allreduce`: an in-place
-    Iallreduce(SUM) (fewer bytes moved; summation order chosen by the MPI library).
+    """The N workers spread over the M ranks in contiguous blocks, as even as possible (N = M unless `workers`
+    says). A rank first combines its own workers' rows, then joins one collective:
+
+    - `exact` (default): the exact sum (see exact.py): Iallreduce(MAX) of int16 codes and Iallreduce(SUM) of int64
+      words, or, where N * m is small, an Iallgather(v) of the rows and the same arithmetic on every rank;
+    - `ordered`: Iallgather(v) of every worker's row into an (N, m) table, then a fixed-order sum on every rank;
+    - `allreduce`: the rank's rows summed, then the library's float Iallreduce(SUM) (its order, its bits).
 
     Every collective is non-blocking and its wait is marked on a `Heartbeat` for the stall watchdog. Failure
     reports, signals and lost processes are the `Supervisor` thread's business, so the main thread may simply wait:
@@ -39,7 +45,7 @@ class MPIBackend(Backend):
 
     name = "mpi"
 
-    def __init__(self, reduction: str = "ordered", expected_workers: int | None = None, stall_timeout: float = 0.0,
+    def __init__(self, reduction: str = "exact", stall_timeout: float = 0.0,
                  spin_seconds: float | None = None, poll_sleep: float = 5e-5, max_sleep: float = 1e-3) -> None:
         from .. import signals
 
@@ -49,14 +55,14 @@ class MPIBackend(Backend):
         self.MPI = MPI
         self.comm = MPI.COMM_WORLD.Dup()
         self.rank = self.comm.Get_rank()
-        self.n_workers = self.comm.Get_size()
-        self.local_workers = range(self.rank, self.rank + 1)
+        self.n_ranks = self.comm.Get_size()
         self.is_root = self.rank == 0
         self.reduction = reduction
         self.poll_sleep, self.max_sleep = poll_sleep, max_sleep
         self.spin_seconds = 0.0  # until this host's ranks are counted
         self._gather: dict[tuple[int, np.dtype], np.ndarray] = {}
         self._out: dict[tuple[int, np.dtype], np.ndarray] = {}
+        self._exact: dict[tuple[int, np.dtype], ExactSum] = {}
         self._blocking_wait = MPI.get_vendor()[0] == "Open MPI"
         self.heartbeat = Heartbeat()
         self.supervisor = Supervisor(MPI.COMM_WORLD.Dup(), self.abort, self.heartbeat, stall_timeout)
@@ -68,8 +74,22 @@ class MPIBackend(Backend):
             here = sum(p.host_id == self.peers[self.rank].host_id for p in self.peers)
             spin_seconds = 0.05 if here <= len(os.sched_getaffinity(0)) else 0.0
         self.spin_seconds = spin_seconds
-        if expected_workers is not None and expected_workers != self.n_workers:
-            raise InputError("workers", expected_workers, f"differs from the number of MPI ranks ({self.n_workers})")
+        self.assign(self.n_ranks)
+
+    def assign(self, n_workers: int) -> None:
+        """Spread N workers over the ranks: rank r holds the contiguous block of N // M workers, one more for the
+        first N % M ranks. Every rank calls it alike, before any worker exists (a resume learns N from its trace)."""
+        if n_workers < self.n_ranks:
+            raise InputError("workers", n_workers, f"is fewer than the MPI ranks ({self.n_ranks}): every rank "
+                                                   f"simulates at least one worker")
+        base, extra = divmod(n_workers, self.n_ranks)
+        self.counts = [base + (r < extra) for r in range(self.n_ranks)]
+        self.starts = [sum(self.counts[:r]) for r in range(self.n_ranks)]
+        self.n_workers = n_workers
+        self.local_workers = range(self.starts[self.rank], self.starts[self.rank] + self.counts[self.rank])
+        self._gather.clear()
+        self._out.clear()
+        self._exact.clear()
 
     # -- collectives -------------------------------------------------------------------------
     def _wait(self, req: MPI.Request) -> None:
@@ -89,40 +109,62 @@ class MPIBackend(Backend):
         hb.last_progress = time.monotonic()
         hb.waiting_since = 0.0
 
-    def _buffers(self, m: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-        """The gather buffer and the result buffer for rows of m numbers of `dtype` (what travels is the rows' own
-        type: float32 rows move 4 bytes a number)."""
-        key = (m, dtype)
-        gather = self._gather.get(key)
-        if gather is None:
-            gather = self._gather[key] = np.empty((self.n_workers, m), dtype=dtype)
-            self._out[key] = np.empty(m, dtype=dtype)
-        return gather, self._out[key]
+    def _table(self, rows: np.ndarray) -> np.ndarray:
+        """Every worker's row in an (N, m) table on every rank (the table is reused: valid until the next call).
+        What travels is the rows' own type: float32 rows move 4 bytes a number."""
+        m, dtype = rows.shape[1], rows.dtype
+        table = self._gather.get((m, dtype))
+        if table is None:
+            table = self._gather[(m, dtype)] = np.empty((self.n_workers, m), dtype=dtype)
+        lw = self.local_workers
+        table[lw.start:lw.stop] = rows
+        if len(set(self.counts)) == 1:
+            self._wait(self.comm.Iallgather(self.MPI.IN_PLACE, table))
+        else:
+            spec = ([c * m for c in self.counts], [s * m for s in self.starts])
+            self._wait(self.comm.Iallgatherv(self.MPI.IN_PLACE, [table, spec]))
+        return table
 
-    def _ordered_sum(self, rows: np.ndarray) -> np.ndarray:
-        gather, out = self._buffers(rows.shape[1], rows.dtype)
-        gather[self.rank] = rows[0]
-        self._wait(self.comm.Iallgather(self.MPI.IN_PLACE, gather))
-        return ordered_sum(gather, out)
+    def _out_buffer(self, m: int, dtype: np.dtype) -> np.ndarray:
+        out = self._out.get((m, dtype))
+        if out is None:
+            out = self._out[(m, dtype)] = np.empty(m, dtype=dtype)
+        return out
+
+    def _exact_sum(self, rows: np.ndarray) -> np.ndarray:
+        m = rows.shape[1]
+        ex = self._exact.get((m, rows.dtype))
+        if ex is None:
+            ex = self._exact[(m, rows.dtype)] = ExactSum(self.n_workers, m, rows.dtype)
+        if self.n_workers * m <= GATHER_ELEMENTS:
+            return ex.local(self._table(rows))
+        code = ex.codes(rows)
+        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, code, op=self.MPI.MAX))
+        words = ex.encode(rows, code)
+        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, words, op=self.MPI.SUM))
+        return ex.decode(words, code)
+
+    def _reduce(self, rows: np.ndarray) -> np.ndarray:
+        """The sum over all N workers by this backend's reduction, in a reused buffer."""
+        if self.reduction == "exact":
+            return self._exact_sum(rows)
+        if self.reduction == "ordered":
+            return ordered_sum(self._table(rows), self._out_buffer(rows.shape[1], rows.dtype))
+        out = self._out_buffer(rows.shape[1], rows.dtype)
+        np.add.reduce(rows, axis=0, out=out)
+        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM))
+        return out
 
     def mean(self, rows: np.ndarray) -> np.ndarray:
-        if self.reduction == "ordered":
-            out = self._ordered_sum(rows)
-        else:
-            _, out = self._buffers(rows.shape[1], rows.dtype)
-            out[:] = rows[0]
-            self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM))
+        out = self._reduce(rows)
         out /= self.n_workers
         return out
 
     def sum(self, rows: np.ndarray) -> np.ndarray:
-        return self._ordered_sum(rows).copy()
+        return self._reduce(np.ascontiguousarray(rows)).copy()
 
     def allgather(self, rows: np.ndarray) -> np.ndarray:
-        table = np.empty((self.n_workers, rows.shape[1]), dtype=rows.dtype)
-        table[self.rank] = rows[0]
-        self._wait(self.comm.Iallgather(self.MPI.IN_PLACE, table))
-        return table
+        return self._table(np.ascontiguousarray(rows)).copy()
 
     def share(self, payload: bytes | None) -> bytes:
         size = np.array([len(payload) if payload is not None else 0], dtype=np.int64)
@@ -136,21 +178,23 @@ class MPIBackend(Backend):
 
     def _allgather_bytes(self, payload: bytes, width: int) -> list[bytes]:
         """Every rank's `payload` (at most `width` bytes), in rank order."""
-        table = np.zeros((self.n_workers, width), dtype=np.uint8)
+        table = np.zeros((self.n_ranks, width), dtype=np.uint8)
         raw = payload[:width]
         table[self.rank, :len(raw)] = np.frombuffer(raw, dtype=np.uint8)
         self._wait(self.comm.Iallgather(self.MPI.IN_PLACE, table))
-        return [table[r].tobytes().rstrip(b"\0") for r in range(self.n_workers)]
+        return [table[r].tobytes().rstrip(b"\0") for r in range(self.n_ranks)]
 
     def agree(self, error: str | None) -> list[tuple[int, str]]:
         """Lengths first (-1: no error), then the messages in a table as wide as the longest: a message of any
         length arrives whole (a fixed-width table cut long ones, and the cut text failed to decode on the others)."""
         payload = b"" if error is None else error.encode("utf-8", "replace")
-        lengths = self.allgather(np.array([[-1 if error is None else len(payload)]], dtype=np.int64))[:, 0]
+        mine = np.array([-1 if error is None else len(payload)], dtype=np.int64)
+        lengths = np.empty(self.n_ranks, dtype=np.int64)
+        self._wait(self.comm.Iallgather(mine, lengths))
         width = int(lengths.max())
         if width < 0:
             return []
-        table = np.zeros((self.n_workers, max(width, 1)), dtype=np.uint8)
+        table = np.zeros((self.n_ranks, max(width, 1)), dtype=np.uint8)
         table[self.rank, :len(payload)] = np.frombuffer(payload, dtype=np.uint8)
         self._wait(self.comm.Iallgather(self.MPI.IN_PLACE, table))
         return [(r, table[r, :n].tobytes().decode("utf-8", "replace")) for r, n in enumerate(lengths.tolist()) if n >= 0]
@@ -195,8 +239,9 @@ class MPIBackend(Backend):
         hosts = sorted({p.hostname for p in self.peers})
         launcher = next((name for var, name in _LAUNCHERS if var in os.environ), "unknown")
         return {"backend": self.name, "mpi4py": mpi4py.__version__, "mpi_library": lib, "reduction": self.reduction,
-                "launcher": launcher, "hosts": ",".join(hosts),
-                "ranks_per_host": ",".join(str(sum(p.hostname == h for p in self.peers)) for h in hosts)}
+                "launcher": launcher, "hosts": ",".join(hosts), "ranks": str(self.n_ranks),
+                "ranks_per_host": ",".join(str(sum(p.hostname == h for p in self.peers)) for h in hosts),
+                "workers_per_rank": ",".join(map(str, self.counts))}
 
 
 def _split_peer(raw: bytes) -> tuple[str, str, int]:
