@@ -2,11 +2,13 @@
 counted column, every evaluation and the final x.
 
 The digests hold by construction, not because they were recorded here: no number a trace records comes from BLAS,
-LAPACK, ARPACK or numpy's SIMD transcendental loops (see crpsgd_mpi/arith.py and problems/kernels.py). Last
-re-recorded when the kernels, norms, L (fixed-order Lanczos) and f* (fixed-order L-BFGS) became fixed-order: the
-BLAS-based digests before differed between OpenBLAS's Haswell and SkylakeX kernels. The last test re-runs cases
-under what it can vary here: numpy's SIMD dispatch held to its baseline, numba compiling for a generic x86-64 (no
-AVX, no FMA), and three BLAS threads.
+LAPACK, ARPACK or numpy's SIMD transcendental loops (see crpsgd_mpi/arith.py and problems/kernels.py), and the
+workers' vectors are combined by the exact sum (comm/exact.py), which depends on the addends alone. Last
+re-recorded when the exact sum became the default reduction: the cases with N >= 3 changed in their last bits (a
+sum of two floats is correctly rounded either way, so the N = 1 and N = 2 cases kept theirs). Before that, when the
+kernels, norms, L and f* became fixed-order. The last test re-runs cases under what it can vary here: numpy's SIMD
+dispatch held to its baseline, numba compiling for a generic x86-64 (no AVX, no FMA), three BLAS threads, and the
+exact sum's numpy steps instead of the compiled ones.
 
 After a change that is *meant* to alter the numbers, print the new digests with
 `python tests/test_reference.py` and say in the commit why they changed."""
@@ -44,14 +46,14 @@ CASES: dict[str, list[str]] = {
 }
 
 DIGESTS = {
-    "cr-psgd-N4": "53a1e07a399f947267c0b91b",
+    "cr-psgd-N4": "629428854f9aa960dab1ca7f",
     "cr-psgd-large-batch": "bd17a6d56d830261c60c1852",
-    "psgd-B3": "7ce44f5c58fd4bda9cd76ae7",
-    "local-sgd-stich": "fa031de53ebe3158c8911ced",
+    "psgd-B3": "61d3144c3d10f5790970ed70",
+    "local-sgd-stich": "1640fbbfcf6b9b1a4ac582f4",
     "local-sgd-N1": "90a4325ff4ca758573537667",
-    "catalyst-nonconvex": "eb36117f9cedf0fd5d4de44d",
-    "catalyst-l2-N3": "68645adaed4611dd3a21bd09",
-    "heart-sparse-cr-psgd": "565be24253aa82e4749e4182",
+    "catalyst-nonconvex": "347426385aa43c9e96b4c0d6",
+    "catalyst-l2-N3": "3e05575e1e7aa07e3dbab4f2",
+    "heart-sparse-cr-psgd": "128c01af54b6d4f0d3448759",
     "heart-dense-psgd-none": "d671681a1039078c315f7f6e",
 }
 
@@ -89,7 +91,8 @@ def test_trace_unchanged(tmp_path: Path, name: str) -> None:
 #: the sparse one; the cache of f* and of numba's code is the subprocess's own.
 VARIED = {"numpy baseline SIMD": {"NPY_DISABLE_CPU_FEATURES": "X86_V3"},
           "numba generic x86-64": {"NUMBA_CPU_NAME": "generic"},
-          "3 BLAS threads": {"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "3"}}
+          "3 BLAS threads": {"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "3"},
+          "exact sum in numpy": {"CRPSGD_EXACT": "numpy"}}
 CHILD = """
 import sys
 from pathlib import Path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Backend
-from .exact import ExactSum
+from .exact import ExactSum, implementation
 
 
 def ordered_sum(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -26,6 +26,10 @@ class LocalBackend(Backend):
         self.reduction = reduction
         self._out: dict[tuple[int, np.dtype], np.ndarray] = {}
         self._exact: dict[tuple[int, np.dtype], ExactSum] = {}
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": self.name, "reduction": self.reduction, "ranks": "1",
+                "workers_per_rank": str(self.n_workers), "exact_sum": implementation()}
 
     def assign(self, n_workers: int) -> None:
         self.n_workers, self.local_workers = n_workers, range(n_workers)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import InputError
 from .base import Backend
-from .exact import GATHER_ELEMENTS, ExactSum
+from .exact import GATHER_ELEMENTS, ExactSum, implementation
 from .local import ordered_sum
 from .supervisor import TAG_FAIL, Fatal, Heartbeat, Peer, Supervisor, host_id
 
@@ -241,7 +241,7 @@ class MPIBackend(Backend):
         return {"backend": self.name, "mpi4py": mpi4py.__version__, "mpi_library": lib, "reduction": self.reduction,
                 "launcher": launcher, "hosts": ",".join(hosts), "ranks": str(self.n_ranks),
                 "ranks_per_host": ",".join(str(sum(p.hostname == h for p in self.peers)) for h in hosts),
-                "workers_per_rank": ",".join(map(str, self.counts))}
+                "workers_per_rank": ",".join(map(str, self.counts)), "exact_sum": implementation()}
 
 
 def _split_peer(raw: bytes) -> tuple[str, str, int]:

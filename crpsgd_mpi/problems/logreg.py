@@ -32,11 +32,12 @@ EVAL_BYTES = 1 << 21
 
 def optimum_cache_key(cfg: Config, fingerprint: str, n_workers: int) -> str:
     """What f*, to the last bit, depends on: the data, the regulariser, lambda, the intercept, the storage, the
-    solver (the fixed-order L-BFGS of theory.py), and the partition into shards (the seed and N): the objective is
-    summed shard by shard, so another partition may round differently, and a run's f* must not depend on which
-    run filled the cache first."""
+    solver (the fixed-order L-BFGS of theory.py), the reduction that sums the shards' terms, and the partition into
+    shards (the seed and N): each shard's terms are summed in the shard, so another partition may round
+    differently (the exact reduction makes only the sum over shards independent of order and placement), and a
+    run's f* must not depend on which run filled the cache first."""
     return (f"{fingerprint}|{cfg.regularizer}|{cfg.lam!r}|intercept={cfg.intercept}|{cfg.storage}"
-            f"|solver=fixed-order|partition=seed{cfg.seed},N{n_workers}")
+            f"|solver=fixed-order|reduction={cfg.reduction}|partition=seed{cfg.seed},N{n_workers}")
 
 
 class LogisticRegression(Problem):
