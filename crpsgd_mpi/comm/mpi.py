@@ -235,7 +235,7 @@ class MPIBackend(Backend):
     def describe(self) -> dict[str, str]:
         import mpi4py
 
-        lib = self.MPI.Get_library_version().strip().splitlines()[0]
+        lib = self.MPI.Get_library_version().replace("\0", "").strip().splitlines()[0]
         hosts = sorted({p.hostname for p in self.peers})
         launcher = next((name for var, name in _LAUNCHERS if var in os.environ), "unknown")
         return {"backend": self.name, "mpi4py": mpi4py.__version__, "mpi_library": lib, "reduction": self.reduction,
