@@ -199,18 +199,21 @@ def test_without_tcp_the_hosts_cannot_reach_each_other(hosts: Hosts) -> None:
 
 @pytest.mark.timeout(240)
 def test_trace_across_two_hosts_equals_one_process_run(hosts: Hosts, tmp_path: Path) -> None:
+    """Ten virtual workers on the 4 ranks (3, 3, 2, 2: uneven blocks, two hosts): the one-process run's bits."""
     two, local = tmp_path / "two-hosts.h5", tmp_path / "local.h5"
     job = run_on_a(hosts, host_list(hosts),
-                   [sys.executable, "-m", "crpsgd_mpi.run", *OPTIONS, "--out", str(two)], timeout=150)
+                   [sys.executable, "-m", "crpsgd_mpi.run", *OPTIONS, "--workers", "10", "--out", str(two)],
+                   timeout=150)
     assert job.returncode == 0 and not job.timed_out, (
         "the two-host job failed" + (" (the installed btl lacks tcp?)" if "unable to reach" in job.output else ""))
     assert not job.leftovers
     assert job.ranks_seen == {hosts.a.name: {0, 1}, hosts.b.name: {2, 3}}, "ranks 0, 1 not on A and 2, 3 not on B"
-    ref = run_here([sys.executable, "-m", "crpsgd_mpi.run", "--backend", "local", "--workers", "4", *OPTIONS,
+    ref = run_here([sys.executable, "-m", "crpsgd_mpi.run", "--backend", "local", "--workers", "10", *OPTIONS,
                     "--out", str(local)], timeout=120)
     assert ref.returncode == 0, ref.stderr
     t, r = read_trace(two), read_trace(local)
     assert t.attrs["status"] == r.attrs["status"] == "complete"
+    assert t.attrs["versions"]["workers_per_rank"] == "3,3,2,2" and t.attrs["versions"]["ranks_per_host"] == "2,2"
     assert set(t.rounds) == set(r.rounds) and set(t.evals) == set(r.evals)
     for c in sorted(set(r.rounds) - {"wall_time"}):
         assert np.array_equal(t.rounds[c], r.rounds[c]), f"rounds/{c}"

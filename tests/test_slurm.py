@@ -77,19 +77,22 @@ def test_cluster_is_up(slurm: SlurmCluster) -> None:
 
 @pytest.mark.timeout(400)
 def test_srun_equals_local(slurm: SlurmCluster, tmp_path: Path) -> None:
-    """srun starts the ranks: through PMIx for Open MPI, PMI-2 for MPICH (whose wheel aborts under PMIx)."""
+    """srun starts the ranks: through PMIx for Open MPI, PMI-2 for MPICH (whose wheel aborts under PMIx); 3 ranks
+    hold 10 virtual workers (4, 3, 3), equal to the one-process run."""
     out, loc = tmp_path / "srun.h5", tmp_path / "local.h5"
     plugin = "pmi2" if detect_mpi(VENV) == "mpich" else "pmix"
     rc, output, wall = activated_shell(
-        slurm, f"srun --mpi={plugin} -n 4 python -m crpsgd_mpi.run {' '.join(OPTIONS)} --out {out} --quiet",
+        slurm, f"srun --mpi={plugin} -n 3 python -m crpsgd_mpi.run {' '.join(OPTIONS)} --workers 10 --out {out} "
+        "--quiet",
         timeout=180, cwd=tmp_path)
     print(f"srun job wall time: {wall:.2f} s")
     assert rc == 0, output
     assert_clean(output)
-    assert run_cli("--backend", "local", "--workers", "4", *OPTIONS, "--out", str(loc)) == 0
+    assert run_cli("--backend", "local", "--workers", "10", *OPTIONS, "--out", str(loc)) == 0
     a, b = read_trace(out), read_trace(loc)
     assert_same_trace(a, b)
-    assert a.config["backend"] == "mpi" and a.config["workers"] == 4
+    assert a.config["backend"] == "mpi" and a.config["workers"] == 10
+    assert a.attrs["versions"]["workers_per_rank"] == "4,3,3" and a.attrs["versions"]["launcher"] == "srun"
     versions = a.attrs["versions"]
     assert "Open MPI" in versions.get("mpi_library", "") or "MPICH" in versions.get("mpi_library", ""), versions
 
