@@ -150,16 +150,6 @@ def _status_bytes(key: str) -> int | None:
     return None
 
 
-def processes_on_this_host() -> int:
-    """Processes of this job on this host as the MPI launcher announces it (1 when not launched by MPI): each
-    holds its own copy of what every process holds, so the host's memory is shared by all of them."""
-    for var in ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE", "PMI_LOCAL_SIZE"):
-        text = os.environ.get(var, "").strip()
-        if text.isascii() and text.isdigit() and int(text) >= 1:
-            return int(text)
-    return 1
-
-
 def require(needs: Sequence[Need], processes: int = 1) -> None:
     """Refuse, naming the option of the largest need, when `processes` times the needs exceed the host's budget, or
     the needs of this one process exceed what its own limits (`ulimit -v`, `ulimit -d`) leave it."""

@@ -12,12 +12,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crpsgd_mpi.launchers import PREFIXES, RANK_VARIABLES
 from crpsgd_mpi.procs import kill_tree, process_alive, process_tree, send
 
 ACTIVATE = Path(sys.executable).parent / "activate"
 #: Settings a developer's shell may carry; a user's fresh shell has none (the installed files decide).
-OVERRIDES = ("OMPI_", "OPAL_", "PRTE_", "PMIX_", "PMI_", "HYDRA_", "MPIR_", "MPICH_")
-_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")
+OVERRIDES = PREFIXES
+_RANK_VARS = RANK_VARIABLES
 
 
 def fresh_env(**extra: str) -> dict[str, str]:

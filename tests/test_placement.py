@@ -4,15 +4,16 @@ process) exactly; a fault names a worker; what cannot be placed is refused in on
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_resume import assert_same_run
 
 from conftest import mpi_run, run_cli
 from crpsgd_mpi.trace import Trace, read_trace
-from test_resume import assert_same_run
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(300)]
 #: d = 11 rides in the gathered exact sum; d = 2001 at N = 10 in the two collectives (N * d > GATHER_ELEMENTS)
@@ -97,7 +98,6 @@ def test_stopped_on_four_ranks_resumed_on_two_or_in_process(tmp_path: Path, name
     res = mpi_run(2, ["--resume", str(out), "--fault", f"1:{4 * every + 1}:kill"], timeout=120)
     assert res.returncode != 0 and not res.timed_out
     assert f"from round {2 * every}" in res.stderr, res.stderr
-    import subprocess
 
     done = subprocess.run([sys.executable, "-m", "crpsgd_mpi.run", "--resume", str(out)], capture_output=True,
                           text=True, timeout=120)

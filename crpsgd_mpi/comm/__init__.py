@@ -5,26 +5,7 @@ from .local import LocalBackend
 
 __all__ = ["Backend", "LocalBackend", "make_backend", "launched_by_mpi", "rank_from_env"]
 
-_MPI_ENV = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK", "MPI_LOCALNRANKS", "HYDRA_CONTROL_FD")
-
-
-def launched_by_mpi() -> bool:
-    """True when an MPI launcher (mpiexec/mpirun/srun) started this process."""
-    import os
-
-    return any(k in os.environ for k in _MPI_ENV)
-
-
-def rank_from_env() -> int:
-    """This process's rank as the launcher announced it (0 when not launched by MPI), without
-    initialising MPI: used to print an error once, before any backend exists."""
-    import os
-
-    for var in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"):
-        value = os.environ.get(var, "")
-        if value.isdigit():
-            return int(value)
-    return 0
+from ..launchers import launched_by_mpi, rank_from_env
 
 
 def make_backend(kind: str, workers: int | None, reduction: str, stall_timeout: float = 0.0) -> Backend:

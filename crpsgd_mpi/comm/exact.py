@@ -8,7 +8,7 @@ The guarantee, for N addends x_1..x_N of one element (float64 or float32; float3
   process holds which addend and however the partial sums are grouped (MPI library, collective algorithm, number
   of ranks, hosts).
 - **Correctly rounded when the addends fit the grid.** Let E be the smallest integer with |x_i| < 2^E for every
-  addend (2^-1022 at least), W = 62 - ceil(log2 N) the bits of one word, K the words per addend (2 for float64, 1
+  addend (and at least -1021), W = 62 - ceil(log2 N) the bits of one word, K the words per addend (2 for float64, 1
   for float32) and s = min(K*W - E, 1074). The result is RN(sum_i trunc(x_i * 2^s) * 2^-s), rounded to nearest-even
   in the rows' own type. Every double is a multiple of 2^-1074, so when every addend is a multiple of 2^-s (for
   float64 at N <= 16: every addend at least 2^-63 times the largest, or zero, or all addends subnormal), the

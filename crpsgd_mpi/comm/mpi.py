@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NoReturn
 import numpy as np
 
 from ..errors import InputError
+from ..launchers import launcher_name
 from .base import Backend
 from .exact import GATHER_ELEMENTS, ExactSum, implementation
 from .local import ordered_sum
@@ -20,9 +21,6 @@ if TYPE_CHECKING:
     from mpi4py import MPI
 
 _PEER_BYTES = 256
-#: Environment variables that name the launcher that started this job, checked in order.
-_LAUNCHERS = (("SLURM_STEP_ID", "srun"), ("PRTE_LAUNCHED", "prterun"), ("OMPI_COMM_WORLD_SIZE", "Open MPI mpiexec"),
-              ("HYDRA_CONTROL_FD", "hydra mpiexec"), ("MPI_LOCALNRANKS", "hydra mpiexec"), ("PMI_SIZE", "PMI launcher"))
 
 
 class MPIBackend(Backend):
@@ -237,7 +235,7 @@ class MPIBackend(Backend):
 
         lib = self.MPI.Get_library_version().replace("\0", "").strip().splitlines()[0]
         hosts = sorted({p.hostname for p in self.peers})
-        launcher = next((name for var, name in _LAUNCHERS if var in os.environ), "unknown")
+        launcher = launcher_name()
         return {"backend": self.name, "mpi4py": mpi4py.__version__, "mpi_library": lib, "reduction": self.reduction,
                 "launcher": launcher, "hosts": ",".join(hosts), "ranks": str(self.n_ranks),
                 "ranks_per_host": ",".join(str(sum(p.hostname == h for p in self.peers)) for h in hosts),

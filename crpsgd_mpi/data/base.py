@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from .. import limits
 from ..errors import InputError
+from ..launchers import processes_on_this_host
 from ..limits import MAX_MAGNITUDE
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ def check_source(cfg: Config, source: Source, n_workers: int, local_workers: int
     nnz = source.nnz
     sparse = nnz is not None and (cfg.storage == "sparse" or (cfg.storage == "auto" and nnz < 0.25 * n_rows * d))
     needs = limits.plan_run(cfg, n_workers, local_workers, n_rows, d, nnz, sparse)
-    limits.require(needs, limits.processes_on_this_host())
+    limits.require(needs, processes_on_this_host())
     if source.all_zero():
         raise InputError("dataset", cfg.dataset, "its features are all zero: there is nothing to learn from them "
                                                  "(without the intercept the smoothness constant L would be 0)")
