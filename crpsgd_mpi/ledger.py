@@ -138,7 +138,7 @@ class EvalBudget:
 
 def evaluation_budget(T: int, n_workers: int, n_train: int, n_test: int, eval_points: int | None = None,
                       eval_samples: int | None = None, test_samples: int | None = None) -> EvalBudget:
-    """The evaluation settings of a network run: the given ones as they are; the others by the rule (README,
+    """The evaluation settings of a network run: the given ones as they are; the others by the rule (docs,
     "Deep networks"): the run may score A = EVAL_SHARE x T x N / EVAL_COST samples in all its evaluations.
     Defaults are 40 points, 10000 training samples (at most the training set), the whole test set. While they do
     not fit, first the samples shrink (down to MIN_EVAL_SAMPLES of each kind), then the points (down to 2), then the

@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None, default_families: Sequence[Path] = (
     family file or option (one line naming it)."""
     p = argparse.ArgumentParser(prog="python -m crpsgd_mpi.sweep", description=__doc__.splitlines()[0])
     p.add_argument("families", nargs="*" if default_families else "+", type=Path, metavar="FAMILY.toml",
-                   help="family files: title, seeds, [base], [runs.LABEL], [sweep] (see the README)")
+                   help="family files: title, seeds, [base], [runs.LABEL], [sweep] (see the docs: Experiments and sweeps)")
     p.add_argument("--results", type=Path, default=Path("results"), help="folder of the traces (default results/)")
     p.add_argument("--mpi", action="store_true",
                    help="run each member under mpiexec with its own number of workers as ranks, not in process")

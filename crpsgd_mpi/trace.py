@@ -449,7 +449,17 @@ JSON_ATTRS = {"config": dict, "versions": dict, "run_config": dict, "resumes": l
 def load_trace(path: str | Path) -> Trace:
     """Read a trace written by any version of this package (schema >= 1). A file that is not a readable trace (not
     HDF5, not a trace, or damaged: a column missing or of another length, an attribute that is not what a run
-    writes) is a TraceError (an InputError) naming it and what is wrong."""
+    writes) is a TraceError (an InputError) naming it and what is wrong.
+
+    Args:
+        path: the trace file; it may be one a run is still writing (it is read without HDF5's lock).
+
+    Returns:
+        The trace: `attrs` with its JSON attributes parsed, `rounds` and `evals` as DataFrames, `x` the final
+        iterate (None unless complete).
+
+    Raises:
+        TraceError: not HDF5, not a trace, or damaged."""
     import pandas as pd
 
     try:

@@ -1,5 +1,6 @@
 """Figures stage: alpha-beta model on hand-computed values, epsilon interpolation, plotting a made
-trace, and the driver's resumability (complete traces skipped, incomplete ones redone)."""
+trace, the driver's resumability (complete traces skipped, incomplete ones redone), and the tables written into the
+docs page that shows them."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from conftest import REPO
 from conftest import SMALL_FAMILY as FAMILY
 from crpsgd_mpi.experiment import load_family, needs_run, run_families
 from crpsgd_mpi.figures import Curve, band, first_crossing
+from crpsgd_mpi.figures.__main__ import END, PAGE, START, STRAGGLERS
+from crpsgd_mpi.figures.__main__ import main as figures_main
 from crpsgd_mpi.figures.plots import staircase_figure, study_figure, theoretical_rounds
 from crpsgd_mpi.netmodel import Network, allreduce_time, modelled_times
 from crpsgd_mpi.trace import read_trace
@@ -93,3 +97,36 @@ def test_plotting_a_made_trace(tmp_path: Path) -> None:
     tr = groups["cr-psgd"][0]
     assert theoretical_rounds(tr.config) == len(tr.rounds["round"])
     assert staircase_figure("st", {"cr-psgd": tr}, tmp_path / "fig")[0].stat().st_size > 1000
+
+
+
+def _between(text: str, markers: tuple[str, str]) -> str:
+    start, end = markers
+    assert text.count(start) == 1 and text.count(end) == 1, f"{start} / {end} must each be there once"
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_tables_go_into_the_docs_page(tmp_path: Path) -> None:
+    """`python -m crpsgd_mpi.figures` rewrites the tables of docs/results.rst (the page that shows them; the README
+    holds none) between their marker comments, and leaves the rest of the page as it was."""
+    page_text = (REPO / PAGE).read_text()
+    for markers in ((START, END), STRAGGLERS):
+        assert "+====" in _between(page_text, markers)  # the committed page holds a table for each pair
+        assert markers[0] not in (REPO / "README.rst").read_text()
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    (experiments / "fam.toml").write_text(FAMILY)
+    results = tmp_path / "results"
+    assert run_families([experiments / "fam.toml"], results, verbose=False) == 0
+    page = tmp_path / "results.rst"
+    page.write_text(page_text)
+    assert figures_main(["--results", str(results), "--experiments", str(experiments), "--out", str(tmp_path / "fig"),
+                         "--page", str(page)]) == 0
+    after = page.read_text()
+    table = _between(after, (START, END))
+    assert "| fam " in table and "cr-psgd" in table and "psgd-b4" in table and "pl_synthetic" not in table
+    assert (tmp_path / "fig" / "results.rst").read_text().strip() in table
+    assert "| fam " in _between(after, STRAGGLERS)
+    outside = [after.split(START)[0], after.split(END)[1].split(STRAGGLERS[0])[0], after.split(STRAGGLERS[1])[1]]
+    assert outside == [page_text.split(START)[0], page_text.split(END)[1].split(STRAGGLERS[0])[0],
+                       page_text.split(STRAGGLERS[1])[1]]

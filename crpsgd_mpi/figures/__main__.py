@@ -1,4 +1,5 @@
-"""`python -m crpsgd_mpi.figures`: every figure and the results table, from the traces under results/."""
+"""`python -m crpsgd_mpi.figures`: every figure and the results tables, from the traces under results/; the tables
+also go into the docs page that shows them (docs/results.rst), between their marker comments."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from .straggler_figure import straggler_figure, straggler_study, straggler_table
 
 HEADER = ["family", "run", "rounds", "SFO/worker", "final metric", "SFO to eps", "rounds to eps",
           "time to eps, 10GbE (s)", "time to eps, IB (s)"]
+#: The docs page whose tables are rewritten in place, between the marker comments below.
+PAGE = Path("docs") / "results.rst"
 START, END = ".. results-table-start", ".. results-table-end"
 STRAGGLERS = (".. stragglers-table-start", ".. stragglers-table-end")
 DEEP_NOTE = ("Seed 0. Training loss: cross-entropy in eval mode on a fixed part of the training set (eval_samples); "
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--experiments", type=Path, default=Path("experiments"))
     p.add_argument("--out", type=Path, default=Path("figures"))
-    p.add_argument("--readme", type=Path, default=Path("README.rst"), help="README whose results table is updated")
+    p.add_argument("--page", type=Path, default=PAGE,
+                   help=f"docs page whose tables are rewritten between their marker comments (default: {PAGE})")
     ns = p.parse_args(argv)
     rows, eps, made, pl, deep = [], {}, [], [], []
     stairs = {}
@@ -113,18 +117,18 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(((START, END), table))
     if deep:
         dtable = grid(DEEP_HEADER, deep) + f"\n\n{DEEP_NOTE}\n"
-        (ns.out / "deep_results.rst").write_text(dtable)  # the README's deep table is a hand-picked part of it
+        (ns.out / "deep_results.rst").write_text(dtable)  # the docs' deep table is a hand-picked part of it
     if pl:
         blocks = straggler_study(pl)
         made += straggler_figure("stragglers", blocks, ns.out)
         stable = grid(*straggler_table(blocks)) + f"\n\n{STRAGGLER_NOTE}\n"
         (ns.out / "stragglers.rst").write_text(stable)
         sections.append((STRAGGLERS, stable))
-    if ns.readme.exists():
-        text = ns.readme.read_text()
+    if ns.page.exists():
+        text = ns.page.read_text()
         for markers, tbl in sections:
             text = splice(text, markers, tbl)
-        ns.readme.write_text(text)
+        ns.page.write_text(text)
     print(f"wrote {len(made)} figure files and the tables in {ns.out}")
     return 0
 
