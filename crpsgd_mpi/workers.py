@@ -17,7 +17,7 @@ RoundHook = Callable[[np.ndarray, bool], None]
 
 
 class Workers:
-    """The k workers this process simulates (k = 1 under MPI, k = N in process), each with its shard of the problem
+    """The k workers this process simulates (an MPI rank: its block of the N; in process: all N), each with its shard of the problem
     and its random stream (seeded from the root seed and the worker's number, never from N).
 
     Arrays of per-worker vectors have shape (k, dim), of the problem's dtype. An algorithm written against this
