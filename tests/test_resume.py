@@ -30,6 +30,11 @@ CASES = {
     "catalyst": ["--algorithm", "catalyst", "--T", "4000"],
     "norm-test": ["--algorithm", "cr-psgd", "--schedule", "norm-test", "--B1", "4"],
     "step": ["--algorithm", "cr-psgd", "--schedule", "step", "--step-every", "6"],
+    # the update rule's state: one momentum buffer (cr-psgd), one per worker (local-sgd); the step size by round
+    "nesterov": ["--algorithm", "cr-psgd", "--rho", "1.05", "--momentum", "0.9", "--nesterov", "--gamma", "0.5",
+                 "--weight-decay", "0.01", "--gamma-schedule", "step", "--gamma-every", "20", "--warmup-rounds", "5"],
+    "local-momentum": ["--algorithm", "local-sgd", "--period", "5", "--local-batch", "2", "--momentum", "0.8",
+                       "--gamma", "0.5", "--gamma-schedule", "cosine"],
 }
 
 
