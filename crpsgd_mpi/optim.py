@@ -194,6 +194,17 @@ class UpdateRule:
         return self.momentum == 0.0 and self.weight_decay == 0.0
 
     @property
+    def chosen(self) -> tuple[str, Any] | None:
+        """The first setting that makes this rule other than plain SGD at a constant step, as (option, value); None
+        for plain SGD."""
+        for name, value, plain in (("momentum", self.momentum, 0.0), ("weight_decay", self.weight_decay, 0.0),
+                                   ("gamma_schedule", self.schedule.describe(), ConstantGamma().describe()),
+                                   ("warmup_rounds", self.warmup, 0)):
+            if value != plain and not (name == "warmup_rounds" and value == 1):
+                return name, value
+        return None
+
+    @property
     def needs_rounds(self) -> bool:
         """The step-size schedule needs the run's number of rounds in advance."""
         return self.schedule.needs_rounds
@@ -273,8 +284,7 @@ def _constant(cfg: Config) -> GammaSchedule:
     Param("gamma_factor", "float", 0.1, "gamma schedule 'step': the factor", low=0.0, low_open=True),
 ))
 def _step(cfg: Config) -> GammaSchedule:
-    """gamma_t = gamma factor^k after k milestones or every K rounds (--gamma-milestones or --gamma-every,
-    --gamma-factor)."""
+    """gamma_t = gamma factor^k after k milestones, or after every K rounds (the classic step decay)."""
     text, every = cfg.param("gamma_milestones"), cfg.param("gamma_every")
     milestones = parse_milestones(text)
     if not milestones and not every:

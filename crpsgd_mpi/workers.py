@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .comm.base import Backend
+from .errors import InputError
 from .ledger import Ledger
 from .optim import Optimizer, Rounds, UpdateRule
 from .problems.base import Problem
@@ -30,6 +31,7 @@ class Workers:
                  rule: UpdateRule | None = None) -> None:
         self.backend, self.problem, self.ledger = backend, problem, ledger
         self.rule = rule if rule is not None else UpdateRule()
+        self._unapplied = self.rule.chosen  # the rule's first setting other than plain SGD, until an optimizer is asked
         self.n = backend.n_workers
         self.k = len(problem.shard_sizes)
         self.d = problem.dim
@@ -86,6 +88,7 @@ class Workers:
         `state()` (`Optimizer.state`), per worker rows in `Algorithm.worker_state`."""
         opt = self.rule.optimizer(gamma, rounds)
         self.ledger.step_size = opt.gamma
+        self._unapplied = None
         return opt
 
     @property
@@ -115,7 +118,13 @@ class Workers:
         return out[:m]
 
     def end_round(self, x: np.ndarray, stage_end: bool = False) -> None:
-        """The algorithm's consensus iterate after the round just counted (for evaluation and checks)."""
+        """The algorithm's consensus iterate after the round just counted (for evaluation and checks). An algorithm
+        that never asked for the run's update rule (`optimizer`) while the user chose one is refused here, after its
+        first round: it would run plain SGD and say nothing."""
+        if self._unapplied is not None:
+            name, value = self._unapplied
+            raise InputError(name, value, "the algorithm does not step with the run's update rule "
+                                          "(workers.optimizer), so it would ignore this setting")
         if self.on_round is not None:
             self.on_round(x, stage_end)
 

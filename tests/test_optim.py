@@ -349,6 +349,41 @@ def test_builtin_gamma_schedules_pass_the_kit(name: str, params: dict) -> None:
     assert any("factor(t, R)" in p for p in report.passed)
 
 
+OWN_STEP = '''
+"""A plug-in algorithm that steps on its own (x -= gamma g), never asking for the run's update rule."""
+import numpy as np
+from crpsgd_mpi import ALGORITHMS
+
+base = ALGORITHMS.get("psgd")
+
+
+@ALGORITHMS.register("own-step")
+class OwnStep(base):
+    """PSGD that writes its own step."""
+
+    def run(self, workers, x0, resume=None):
+        x = np.array(x0, dtype=workers.dtype)
+        for _ in range(self.T // self.schedule.B):
+            x -= self.gamma * workers.average(workers.gradients(x, self.schedule.B))
+            workers.end_round(x)
+        return x
+'''
+
+
+def test_an_algorithm_that_ignores_the_rule_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plugin = tmp_path / "own_step.py"
+    plugin.write_text(OWN_STEP)
+    tr = run(tmp_path, "--plugin", str(plugin), "--algorithm", "own-step", "--workers", "2", "--T", "20")
+    assert np.isnan(tr.rounds["gamma"]).all() and len(tr.rounds) == 20  # plain SGD: it runs; its steps unknown
+    capsys.readouterr()
+    out = tmp_path / "m.h5"
+    assert run_cli(*TINY, "--plugin", str(plugin), "--algorithm", "own-step", "--workers", "2", "--T", "20",
+                   "--momentum", "0.9", "--out", str(out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "momentum=0.9" in err[0] and "workers.optimizer" in err[0], err
+    assert read_trace(out).status == "failed" and len(read_trace(out).rounds) == 1
+
+
 # -- bad values ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args, field", [
     (["--momentum", "-0.1"], "momentum"), (["--momentum", "1"], "momentum"), (["--momentum", "nan"], "momentum"),
