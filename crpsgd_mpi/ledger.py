@@ -19,8 +19,8 @@ EVAL_COLUMNS = ("round", "sfo", "loss", "grad_norm_sq", "suboptimality", "test_l
 
 class Ledger:
     """Counts what the paper counts. Rows of finished rounds wait in `pending` until taken. Each row also records
-    the round's step size, `step_size(round)` (set by `Workers.optimizer`; NaN for an algorithm that steps on its
-    own)."""
+    the round's step size, `step_size` itself or `step_size(round)` (set by `Workers.optimizer`; NaN for an
+    algorithm that steps on its own)."""
 
     def __init__(self) -> None:
         self.sfo = 0
@@ -30,7 +30,7 @@ class Ledger:
         self.batch = 0
         self.start = time.perf_counter()
         self.excluded = 0.0
-        self.step_size: Callable[[int], float] | None = None
+        self.step_size: float | Callable[[int], float] | None = None
         self._pending: list[tuple[int, int, int, int, int, float, float]] = []
 
     def add_sfo(self, batch: int) -> None:
@@ -42,7 +42,8 @@ class Ledger:
         """One communication round that moved `nbytes` of payload per rank."""
         self.rounds += 1
         self.bytes += nbytes
-        gamma = math.nan if self.step_size is None else self.step_size(self.rounds)
+        step = self.step_size
+        gamma = math.nan if step is None else step(self.rounds) if callable(step) else float(step)
         self._pending.append((self.rounds, self.sfo, self.batch, self.stage, nbytes, self.elapsed(), gamma))
 
     def state(self) -> dict[str, float]:

@@ -142,15 +142,14 @@ class StepSizes:
     schedule: GammaSchedule = field(default_factory=ConstantGamma)
     warmup: int = 0
     rounds: int | None = None
+    #: gamma_t = gamma in every round (set from the fields).
+    constant: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "constant", type(self.schedule) is ConstantGamma and self.warmup <= 1)
         if self.schedule.needs_rounds and self.rounds is None:
             raise InputError("gamma_schedule", self.schedule.describe(), "needs the run's number of rounds in "
                                                                          "advance, and the algorithm did not give it")
-
-    @property
-    def constant(self) -> bool:
-        return type(self.schedule) is ConstantGamma and self.warmup <= 1
 
     def __call__(self, t: int) -> float:
         """gamma_t for round t (1-based)."""
@@ -214,16 +213,6 @@ class UpdateRule:
         count = rounds() if callable(rounds) and self.needs_rounds else rounds if isinstance(rounds, int) else None
         return Optimizer(self, StepSizes(gamma, self.schedule, self.warmup, count))
 
-    def describe(self) -> str:
-        """One line for messages: the rule and its step sizes."""
-        parts = [f"Nesterov momentum {self.momentum:g}" if self.nesterov else f"heavy-ball momentum {self.momentum:g}"
-                 if self.momentum else "no momentum"]
-        if self.weight_decay:
-            parts.append(f"decoupled weight decay {self.weight_decay:g}")
-        parts.append(self.schedule.describe() + (f", linear warm-up over {self.warmup} rounds" if self.warmup else ""))
-        return "; ".join(parts)
-
-
 class Optimizer:
     """One algorithm's stepper: `step(x, g, t)` moves x (one iterate (d,), or one per local worker (k, d)) by the
     rule with round t's step size, keeping the momentum buffer `velocity` (of x's shape, zero at first). Its state
@@ -232,14 +221,18 @@ class Optimizer:
     def __init__(self, rule: UpdateRule, steps: StepSizes) -> None:
         self.rule, self.gamma = rule, steps
         self.velocity: np.ndarray | None = None
+        self._plain = rule.plain
+        self._fixed = steps.gamma if steps.constant else None
+        #: what the ledger records for each round: the step size itself when it is constant (no call per round)
+        self.step_size: float | StepSizes = steps if self._fixed is None else self._fixed
 
     def step(self, x: np.ndarray, g: np.ndarray, t: int) -> None:
         """x <- the rule's update of x by gradient g (x's shape) in round t, in place."""
-        gamma = self.gamma(t)
-        rule = self.rule
-        if rule.plain:
+        gamma = self._fixed if self._fixed is not None else self.gamma(t)
+        if self._plain:
             x -= gamma * g
             return
+        rule = self.rule
         d = g
         beta = rule.momentum
         if beta:

@@ -87,7 +87,7 @@ class Workers:
         momentum buffer has x's shape (one per local worker for (k, d) models) and belongs in the algorithm's
         `state()` (`Optimizer.state`), per worker rows in `Algorithm.worker_state`."""
         opt = self.rule.optimizer(gamma, rounds)
-        self.ledger.step_size = opt.gamma
+        self.ledger.step_size = opt.step_size
         self._unapplied = None
         return opt
 

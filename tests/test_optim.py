@@ -297,6 +297,16 @@ def test_resume_across_backends_with_per_worker_momentum(tmp_path: Path) -> None
         assert np.array_equal(got.evals["loss"], want.evals["loss"]) and np.array_equal(got.x, want.x), path.name
 
 
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_momentum_in_process_equals_mpiexec() -> None:
+    """The kit under mpiexec -n 3: CR-PSGD with Nesterov momentum, weight decay, cosine steps and a warm-up gives the
+    in-process trace bit for bit (and resumes exactly)."""
+    report = check_algorithm("cr-psgd", mpi=True, **KIT, rho=1.05, momentum=0.9, nesterov=True, weight_decay=0.01,
+                             gamma=0.5, gamma_schedule="cosine", warmup_rounds=3)
+    assert any("mpiexec" in p for p in report.passed), str(report)
+
+
 # -- a plug-in schedule --------------------------------------------------------------------------------------------
 PLUGIN = '''
 """A plug-in step-size schedule: gamma_t = gamma / (1 + my_param (t - 1))."""
