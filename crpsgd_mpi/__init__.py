@@ -2,7 +2,7 @@
 
 The Python API (imported on first use, so that `import crpsgd_mpi` stays cheap on every MPI rank):
 `simulate(**options) -> Trace`, `resume(path, **options) -> Trace`, `load_trace(path) -> Trace`; `Algorithm`,
-`Setting`, `Workers` and the registries with their decorators for plug-ins; the exceptions `InputError`,
+`Setting`, `Workers`, `GammaSchedule` and the registries with their decorators for plug-ins; the exceptions `InputError`,
 `RunFailed`, `RunDiverged`, `RunInterrupted`.
 """
 
@@ -13,6 +13,7 @@ _EXPORTS = {
     "Algorithm": "algorithms.base", "Setting": "algorithms.base", "register_algorithm": "algorithms.base",
     "BatchSchedule": "schedules", "Plan": "schedules", "Workers": "workers",
     "ALGORITHMS": "registry", "SCHEDULES": "registry", "PROBLEMS": "registry", "DATASETS": "registry",
+    "GAMMA_SCHEDULES": "registry", "GammaSchedule": "optim",
     "InputError": "errors", "TraceError": "errors", "RunFailed": "errors", "RunDiverged": "errors", "RunInterrupted": "errors",
 }
 __all__ = ["__version__", *_EXPORTS]

@@ -32,6 +32,8 @@ SEALED_ROOT_ATTRS = ("schema_version", "algorithm", "N", "T", "seed", "config", 
 #: The checkpoint's attributes besides its digest; `format` first.
 CHECKPOINT_ATTRS = ("format", "ledger", "evals", "plan", "monitor")
 LEDGER_KEYS = ("sfo", "rounds", "bytes", "stage", "batch", "elapsed")
+#: The key of the algorithm's state under which the checkpoint keeps every worker's rows of `worker_state()`.
+WORKER_ROWS = "workers"
 MONITOR_KEYS = ("last_eval", "last_test", "eval_time", "n_evals")
 #: The largest count a checkpoint may hold (HDF5's and numpy's int64).
 _MAX_COUNT = 2**63 - 1
@@ -150,6 +152,10 @@ class Checkpoint:
         if self.buffers is not None and (self.buffers.dtype.kind != "f" or not np.isfinite(self.buffers).all()):
             raise DamagedCheckpoint("its network statistics are not finite numbers")
         _check_state(self.algorithm, "algorithm")
+        rows = self.algorithm.get(WORKER_ROWS)
+        if rows is not None and (not isinstance(rows, dict) or not all(
+                isinstance(v, np.ndarray) and v.ndim == 2 and v.shape[0] == n_workers for v in rows.values())):
+            raise DamagedCheckpoint(f"its per-worker state is not one row for each of the {n_workers} workers")
         x = self.algorithm.get("x")
         if isinstance(x, np.ndarray) and x.dtype.kind == "f" and not np.isfinite(x).all():
             raise DamagedCheckpoint("its iterate is not finite (the run checks it after every round)")
@@ -223,8 +229,17 @@ class Checkpoint:
             raise DamagedCheckpoint(f"its evaluation plan's position {self.plan} is not one this run reaches "
                                     f"(0..{reached}, at an evaluation)")
 
+    def algorithm_state(self, workers: Workers) -> State:
+        """The algorithm's state for `run(resume=)` on this process: its per-worker rows (`WORKER_ROWS`, (N, m) in
+        the checkpoint) cut to this process's block of workers."""
+        rows = self.algorithm.get(WORKER_ROWS)
+        if not isinstance(rows, dict):
+            return self.algorithm
+        block = workers.backend.local_workers
+        return {**self.algorithm, WORKER_ROWS: {k: v[block.start:block.stop] for k, v in rows.items()}}
+
     def restore(self, workers: Workers, ledger: Ledger, plan: EvalPlan, monitor: Monitor) -> None:
-        """Put this process's part of the run back as it was (the algorithm takes `algorithm` itself)."""
+        """Put this process's part of the run back as it was (the algorithm takes `algorithm_state` itself)."""
         ledger.restore(self.ledger)
         plan.restore(self.plan)
         monitor.restore(self.monitor)
@@ -445,9 +460,12 @@ class Checkpointer:
                 self._since, self._last_check = time.monotonic(), 0.0
 
     def take(self) -> None:
-        """Every process: gather the workers' streams; the writing process stores the checkpoint with every row
-        recorded so far."""
-        rngs = self.workers.backend.allgather(self.workers.rng_words())
+        """Every process: gather the workers' streams and the algorithm's per-worker state (`worker_state`); the
+        writing process stores the checkpoint with every row recorded so far."""
+        backend = self.workers.backend
+        rngs = backend.allgather(self.workers.rng_words())
+        rows = {name: backend.allgather(np.ascontiguousarray(a)) for name, a in
+                sorted(self.algorithm.worker_state().items())}
         if self.monitor.writer is None or not self._storable:  # nothing collective follows: rank 0 decides alone
             return
         buffers = self.workers.problem.buffers()
@@ -455,6 +473,10 @@ class Checkpointer:
             state = self.algorithm.state()
             if state is None:
                 raise ValueError("its state() returned None")
+            if rows:
+                if WORKER_ROWS in state:
+                    raise ValueError(f"its state() uses the key {WORKER_ROWS!r}, which holds worker_state()")
+                state = {**state, WORKER_ROWS: rows}
             check_storable(state)
         except (TypeError, ValueError) as exc:
             self._storable = False

@@ -63,6 +63,30 @@ class Config:
                   "or 'prsgd' = max(1, floor(T^(1/4) / N^(3/4)))"},
     )
     local_batch: int = field(default=1, metadata={"help": "local-sgd: batch size of each local step"})
+    momentum: float = field(
+        default=0.0,
+        metadata={"help": "heavy-ball momentum beta in [0, 1): v <- beta v + g, x <- x - gamma v (PyTorch's SGD); "
+                  "every algorithm; 0: plain SGD, as before"},
+    )
+    nesterov: bool = field(default=False, metadata={"help": "Nesterov momentum: x <- x - gamma (g + beta v) (needs "
+                                                             "--momentum > 0)"})
+    weight_decay: float = field(
+        default=0.0,
+        metadata={"help": "decoupled weight decay wd (SGDW): x <- (1 - gamma wd) x with every step, beside the L2 "
+                  "regulariser --lam that is part of the gradient"},
+    )
+    gamma_schedule: str = field(
+        default="constant",
+        metadata={"help": "step-size schedule over the rounds: constant, step, cosine, or a plug-in's"},
+    )
+    warmup_rounds: int = field(
+        default=0, metadata={"help": "linear warm-up of the step size over the first K rounds (0: none), times the "
+                             "--gamma-schedule"})
+    momentum_average: str = field(
+        default="keep",
+        metadata={"help": "local-sgd with momentum: after an averaging round each worker's buffer is kept as it is "
+                  "(keep), averaged in the same round (average: the round's bytes double), or set to zero (reset)"},
+    )
     model: str = field(
         default="logreg",
         metadata={"help": "what the workers optimise: logreg (logistic regression), resnet20 or cnn (networks, needs "
@@ -156,7 +180,8 @@ class Config:
             else:
                 rest[key] = (raw_key, value)
         declared = component_params(kwargs.get("algorithm", "cr-psgd"), kwargs.get("schedule", "geometric"),
-                                    kwargs.get("model", "logreg"), kwargs.get("dataset", "synthetic"))
+                                    kwargs.get("model", "logreg"), kwargs.get("dataset", "synthetic"),
+                                    kwargs.get("gamma_schedule", "constant"))
         extras: dict[str, Any] = {}
         for key, (raw_key, value) in rest.items():
             if key not in declared:
@@ -203,7 +228,7 @@ class Config:
     def validate(self) -> None:
         """Raise InputError naming the first invalid field: types, ranges, the relations between fields, and the
         memory the settings alone imply (the rest of the memory plan needs the data's shape and N: `check_source`)."""
-        from .registry import ALGORITHMS, PROBLEMS, SCHEDULES
+        from .registry import ALGORITHMS, GAMMA_SCHEDULES, PROBLEMS, SCHEDULES
 
         for f in fields(self):
             value = getattr(self, f.name)
@@ -246,6 +271,7 @@ class Config:
         else:
             _count("period", self.period, 1)
         _count("local_batch", self.local_batch, 1)
+        self._check_update_rule(GAMMA_SCHEDULES)
         if not _is_number(self.lam) or not math.isfinite(self.lam) or self.lam < 0:
             raise InputError("lam", self.lam, "must be a finite number >= 0")
         if self.lam > MAX_MAGNITUDE:
@@ -281,6 +307,25 @@ class Config:
             self.fault_point()
         self.checkpoint_plan()
         limits.require(self._fixed_needs())
+
+    def _check_update_rule(self, registry: Any) -> None:
+        """--momentum in [0, 1), --nesterov only with momentum, --weight-decay >= 0, --warmup-rounds >= 0, a known
+        --momentum-average, and a step-size schedule that its own parameters build."""
+        from .optim import MOMENTUM_AVERAGES, make_gamma_schedule
+
+        if not (_is_number(self.momentum) and math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise InputError("momentum", self.momentum, "must be a number >= 0 and < 1")
+        if self.nesterov and self.momentum == 0:
+            raise InputError("nesterov", self.nesterov, "needs --momentum > 0 (the look-ahead is beta v)")
+        if not (_is_number(self.weight_decay) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError("weight_decay", self.weight_decay, "must be a finite number >= 0")
+        if self.weight_decay > MAX_MAGNITUDE:
+            raise InputError("weight_decay", self.weight_decay, f"must be <= {MAX_MAGNITUDE:g}")
+        _count("warmup_rounds", self.warmup_rounds, 0)
+        _choice("momentum_average", self.momentum_average, MOMENTUM_AVERAGES)
+        if self.gamma_schedule not in registry:
+            registry.get(self.gamma_schedule)  # raises, listing what is registered
+        make_gamma_schedule(self)
 
     def _check_paths(self) -> None:
         """The fields that name files or folders are paths a system call can take (no loop, no over-long name)."""
@@ -352,7 +397,8 @@ class Config:
     def distinguishing(self) -> list[tuple[str, Any]]:
         """(name, value) of what tells this run from another of its algorithm: the settings the algorithm reads
         (expanding its batch schedule, when it uses one: the schedule's name and settings), gamma and theta only
-        when given, then the selected components' own parameters."""
+        when given, the update rule's settings that are not the defaults, then the selected components' own
+        parameters."""
         from .registry import ALGORITHMS, SCHEDULES
 
         out: list[tuple[str, Any]] = []
@@ -364,6 +410,8 @@ class Config:
                                                         else ())]
             elif getattr(self, name) is not None:
                 out.append((name, getattr(self, name)))
+        out += [(name, getattr(self, name)) for name, default in UPDATE_RULE_DEFAULTS.items()
+                if getattr(self, name) != default]
         return out + list(self.extras)
 
     def to_dict(self) -> dict[str, Any]:
@@ -383,20 +431,26 @@ class Config:
         return tomli_w.dumps({k: v for k, v in self.to_dict().items() if v is not None})
 
 
+#: The update rule's settings and their defaults (plain SGD at a constant step): a run names those it changes.
+UPDATE_RULE_DEFAULTS: dict[str, Any] = {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
+                                        "gamma_schedule": "constant", "warmup_rounds": 0, "momentum_average": "keep"}
 #: The core settings (command-line options and TOML keys of every run); no component parameter may take one of
 #: these names, nor the command line's own options.
 CORE_NAMES = frozenset(f.name for f in fields(Config) if not f.metadata.get("internal"))
 RESERVED_NAMES = CORE_NAMES | {"config", "list", "resume", "help", "version", "extras"}
 
 
-def component_params(algorithm: Any, schedule: Any, model: Any, dataset: Any) -> dict[str, tuple[str, Param]]:
-    """name -> (owner, Param) of the parameters the selected plug-in components declare, owner as 'schedule
-    polynomial'. Two selected components declaring one name differently is an InputError naming both."""
-    from .registry import ALGORITHMS, DATASETS, PROBLEMS, SCHEDULES
+def component_params(algorithm: Any, schedule: Any, model: Any, dataset: Any,
+                     gamma_schedule: Any = "constant") -> dict[str, tuple[str, Param]]:
+    """name -> (owner, Param) of the parameters the selected components declare (plug-ins, and the built-in step-size
+    schedules), owner as 'schedule polynomial'. Two selected components declaring one name differently is an
+    InputError naming both."""
+    from .registry import ALGORITHMS, DATASETS, GAMMA_SCHEDULES, PROBLEMS, SCHEDULES
 
     out: dict[str, tuple[str, Param]] = {}
     for registry, name in ((ALGORITHMS, algorithm), (SCHEDULES, schedule), (PROBLEMS, model),
-                           (DATASETS, str(dataset).split(":", 1)[0] if isinstance(dataset, str) else dataset)):
+                           (DATASETS, str(dataset).split(":", 1)[0] if isinstance(dataset, str) else dataset),
+                           (GAMMA_SCHEDULES, gamma_schedule)):
         if not isinstance(name, str) or name not in registry:
             continue
         owner = f"{registry.kind} {name}"

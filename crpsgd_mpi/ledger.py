@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from .config import DEFAULT_EVAL_POINTS
 
-ROUND_COLUMNS = ("round", "sfo", "batch_size", "stage", "bytes", "wall_time")
+ROUND_COLUMNS = ("round", "sfo", "batch_size", "stage", "bytes", "wall_time", "gamma")
+#: The round columns of floating-point numbers (the others are counts).
+FLOAT_ROUND_COLUMNS = ("wall_time", "gamma")
 EVAL_COLUMNS = ("round", "sfo", "loss", "grad_norm_sq", "suboptimality", "test_loss", "test_accuracy")
 
 
 class Ledger:
-    """Counts what the paper counts. Rows of finished rounds wait in `pending` until taken."""
+    """Counts what the paper counts. Rows of finished rounds wait in `pending` until taken. Each row also records
+    the round's step size, `step_size` itself or `step_size(round)` (set by `Workers.optimizer`; NaN for an
+    algorithm that steps on its own)."""
 
     def __init__(self) -> None:
         self.sfo = 0
@@ -24,7 +30,8 @@ class Ledger:
         self.batch = 0
         self.start = time.perf_counter()
         self.excluded = 0.0
-        self._pending: list[tuple[int, int, int, int, int, float]] = []
+        self.step_size: float | Callable[[int], float] | None = None
+        self._pending: list[tuple[int, int, int, int, int, float, float]] = []
 
     def add_sfo(self, batch: int) -> None:
         """Each worker used one batch of `batch` stochastic gradients."""
@@ -35,7 +42,9 @@ class Ledger:
         """One communication round that moved `nbytes` of payload per rank."""
         self.rounds += 1
         self.bytes += nbytes
-        self._pending.append((self.rounds, self.sfo, self.batch, self.stage, nbytes, self.elapsed()))
+        step = self.step_size
+        gamma = math.nan if step is None else step(self.rounds) if callable(step) else float(step)
+        self._pending.append((self.rounds, self.sfo, self.batch, self.stage, nbytes, self.elapsed(), gamma))
 
     def state(self) -> dict[str, float]:
         """The counts and the clock (for an exact resume)."""
@@ -71,12 +80,9 @@ class Ledger:
         """The pending round rows as columns; clears them."""
         rows = self._pending
         self._pending = []
-        if not rows:
-            return {c: np.empty(0, dtype=np.float64 if c == "wall_time" else np.int64) for c in ROUND_COLUMNS}
-        cols = list(zip(*rows))
-        out = {c: np.asarray(v, dtype=np.int64) for c, v in zip(ROUND_COLUMNS[:-1], cols[:-1])}
-        out["wall_time"] = np.asarray(cols[-1], dtype=np.float64)
-        return out
+        cols = list(zip(*rows)) if rows else [()] * len(ROUND_COLUMNS)
+        return {c: np.asarray(v, dtype=np.float64 if c in FLOAT_ROUND_COLUMNS else np.int64)
+                for c, v in zip(ROUND_COLUMNS, cols, strict=True)}
 
 
 class EvalPlan:

@@ -33,6 +33,9 @@ WORKER_OVERHEAD = 2048
 FIXED_VECTORS = 96
 #: Model-sized vectors held per local worker: model, gradient, evaluation row, power-iteration row.
 VECTORS_PER_WORKER = 4
+#: ... and with momentum: the buffer and local SGD's averaged payload (2 vectors); a checkpoint also gathers all N
+#: workers' buffers on every process.
+MOMENTUM_VECTORS_PER_WORKER = 3
 #: Rows per block of the synthetic generator (data.synthetic.SYNTHETIC_BLOCK; a test keeps them equal).
 GENERATOR_BLOCK = 4096
 #: Longest path the kernel takes (bytes, its terminating NUL included: Linux's PATH_MAX) and longest name of one
@@ -226,7 +229,8 @@ def plan_run(cfg: Config, n_workers: int, local_workers: int, n_rows: int, n_col
         needs.append(Need(rows_field, rows_value, 2 * 8.0 * local_rows * d,
                           f"the data (2 x {local_rows} {what.split(' x ')[0]} x {d} {what.split(' x ')[1]} x 8 bytes: "
                           "the shards and a copy while loading)"))
-    vectors = VECTORS_PER_WORKER * k + N + FIXED_VECTORS
+    momentum = cfg.momentum > 0
+    vectors = (VECTORS_PER_WORKER + MOMENTUM_VECTORS_PER_WORKER * momentum) * k + N * (1 + momentum) + FIXED_VECTORS
     needs.append(Need(cols_field, cols_value, 8.0 * vectors * d,
                       f"model-sized vectors ({vectors} vectors of {d} x 8 bytes)"))
     needs.append(Need("workers", n_workers, float(WORKER_OVERHEAD * k),

@@ -1,5 +1,6 @@
-"""Things chosen by name (algorithms, batch schedules, problems, data sets): registries that the built-ins and
-third-party plug-ins fill the same way (a decorator or `register` call, `--plugin MODULE_OR_FILE`, entry points)."""
+"""Things chosen by name (algorithms, batch schedules, problems, data sets, step-size schedules): registries that the
+built-ins and third-party plug-ins fill the same way (a decorator or `register` call, `--plugin MODULE_OR_FILE`,
+entry points)."""
 
 from __future__ import annotations
 
@@ -124,7 +125,8 @@ ALGORITHMS: Registry = Registry("algorithm", "algorithm", "crpsgd_mpi.algorithms
 SCHEDULES: Registry = Registry("schedule", "schedule", "crpsgd_mpi.schedules")
 PROBLEMS: Registry = Registry("problem", "model", "crpsgd_mpi.problems")
 DATASETS: Registry = Registry("dataset", "dataset", "crpsgd_mpi.data")
-REGISTRIES = (ALGORITHMS, SCHEDULES, PROBLEMS, DATASETS)
+GAMMA_SCHEDULES: Registry = Registry("gamma-schedule", "gamma_schedule", "crpsgd_mpi.optim")
+REGISTRIES = (ALGORITHMS, SCHEDULES, PROBLEMS, DATASETS, GAMMA_SCHEDULES)
 
 
 def load_plugins(specs: Iterable[str]) -> None:

@@ -25,9 +25,11 @@ from .comm import rank_from_env
 from .config import BACKENDS, CORE_NAMES, DEVICES, REDUCTIONS, REGULARIZERS, STORAGES, Config, cli_value
 from .errors import InputError, Interrupted
 from .outcome import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say
-from .registry import ALGORITHMS, DATASETS, PROBLEMS, SCHEDULES, load_plugins
+from .optim import MOMENTUM_AVERAGES
+from .registry import ALGORITHMS, DATASETS, GAMMA_SCHEDULES, PROBLEMS, SCHEDULES, load_plugins
 
-_LISTED = (("--algorithm", ALGORITHMS), ("--schedule", SCHEDULES), ("--model", PROBLEMS), ("--dataset", DATASETS))
+_LISTED = (("--algorithm", ALGORITHMS), ("--schedule", SCHEDULES), ("--model", PROBLEMS), ("--dataset", DATASETS),
+           ("--gamma-schedule", GAMMA_SCHEDULES))
 
 
 @dataclass
@@ -53,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 #: Choices shown in --help for the core settings that have a fixed set (the registries add theirs).
 _CHOICES = {"backend": BACKENDS, "reduction": REDUCTIONS, "storage": STORAGES, "device": DEVICES,
-            "regularizer": REGULARIZERS}
+            "regularizer": REGULARIZERS, "momentum_average": MOMENTUM_AVERAGES}
 #: Where each core setting belongs in --help: the built-in component that reads it, else the run's core.
 _GROUPS = (("problems (logreg, networks)", ("model", "regularizer", "lam", "intercept", "storage", "device", "eval_samples",
                                             "test_samples")),
@@ -61,6 +63,8 @@ _GROUPS = (("problems (logreg, networks)", ("model", "regularizer", "lam", "inte
            ("batch schedules (cr-psgd, catalyst's inner loop)", ("schedule", "B1", "rho", "step_factor", "step_every",
                                                                   "norm_theta")),
            ("algorithms", ("algorithm", "T", "gamma", "theta", "batch_size", "period", "local_batch")),
+           ("update rule and step sizes (every algorithm)", ("momentum", "nesterov", "weight_decay", "gamma_schedule",
+                                                             "warmup_rounds", "momentum_average")),
            ("backend and run", ("backend", "workers", "reduction", "seed", "eval_points", "stall_timeout",
                                 "checkpoint_every", "fault", "plugin")),
            ("output", ("out", "overwrite", "quiet")))
@@ -75,7 +79,8 @@ def build_parser(selected: dict[str, str] | None = None) -> argparse.ArgumentPar
                             "counting SFO, rounds and bytes exactly; writes an HDF5 trace. Exit status: 0 complete, "
                             "1 failed, 2 bad input, 3 diverged, 130 interrupted.")
     p.add_argument("--config", metavar="FILE.toml", help="TOML file with the same keys; options given here win")
-    p.add_argument("--list", action="store_true", help="list the registered algorithms, schedules, models and data sets")
+    p.add_argument("--list", action="store_true", help="list the registered algorithms, schedules, models, data sets "
+                   "and step-size schedules")
     p.add_argument("--resume", metavar="TRACE.h5", help="go on with the run recorded in this trace from its last "
                    "checkpoint, appending to it (options that change the run's numbers must be left out)")
     p.add_argument("--version", action="version", version=f"crpsgd_mpi {__version__}")
@@ -87,13 +92,13 @@ def build_parser(selected: dict[str, str] | None = None) -> argparse.ArgumentPar
     for f in by_name.values():  # a setting no group lists yet
         _core_option(p, f)
     seen: set[str] = set()
-    for registry in (ALGORITHMS, SCHEDULES, PROBLEMS, DATASETS):
+    for registry in (ALGORITHMS, SCHEDULES, PROBLEMS, DATASETS, GAMMA_SCHEDULES):
         for name in registry.names():
             declared = [q for q in registry.params(name) if q.name not in seen]
             if not declared or (selected and selected.get(registry.kind) not in (None, name)):
                 continue
             group = p.add_argument_group(f"{registry.kind} {name} (its own parameters; "
-                                         f"--{registry.field} {name})")
+                                         f"--{registry.field.replace('_', '-')} {name})")
             for q in declared:
                 seen.add(q.name)
                 group.add_argument(q.flag, dest=q.name, default=None, metavar=q.kind.upper(),

@@ -31,6 +31,7 @@ from .errors import AlgorithmError, Diverged, InputError, Interrupted
 from .fstar_cache import cache_path, cached_optimum
 from .ledger import EvalPlan, Ledger
 from .monitor import Monitor
+from .optim import UpdateRule
 from .outcome import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, say_to_launcher, silences_output
 from .problems import PROBLEMS, Problem
 from .progress import Progress
@@ -256,7 +257,7 @@ class Run:
     def _run(self) -> Outcome:
         cfg, problem = self.cfg, self.p.problem
         ledger = Ledger()
-        workers = Workers(self.backend, problem, cfg.seed, ledger)
+        workers = Workers(self.backend, problem, cfg.seed, ledger, UpdateRule.from_config(cfg))
         x0 = problem.initial_point()
         point = self.p.resume
         if point is None:
@@ -293,7 +294,7 @@ class Run:
         state = None
         if point is not None and point.checkpoint is not None:
             point.checkpoint.restore(workers, ledger, plan, self.monitor)
-            state = point.checkpoint.algorithm
+            state = point.checkpoint.algorithm_state(workers)
         checkpointer = Checkpointer(cfg.checkpoint_plan(), workers, ledger, plan, self.monitor, algorithm)
         if checkpointer.kind != "off":  # nothing is called after each round otherwise
             self.monitor.after_round = checkpointer.after_round

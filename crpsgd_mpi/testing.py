@@ -1,7 +1,7 @@
-"""A conformance kit for plug-in authors (as scikit-learn's `check_estimator`): `check_algorithm` and
-`check_schedule` run a component on a small problem and check what every built-in guarantees: its parameters
-declared, its counts consistent with the ledger (and with the schedule's own sequence), an exact resume, and the
-same trace from the in-process backend and from mpiexec. A failed check raises ConformanceError naming it."""
+"""A conformance kit for plug-in authors (as scikit-learn's `check_estimator`): `check_algorithm`, `check_schedule`
+and `check_gamma_schedule` run a component on a small problem and check what every built-in guarantees: its
+parameters declared, its counts consistent with the ledger (and with the schedule's own sequence), an exact resume,
+and the same trace from the in-process backend and from mpiexec. A failed check raises ConformanceError naming it."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from .api import config_from, load_trace, resume, simulate
 from .errors import RunFailed
+from .optim import StepSizes, make_gamma_schedule
 from .registry import ALGORITHMS, SCHEDULES, load_plugins
 from .schedules import BatchSchedule
 from .trace import Trace
@@ -25,7 +26,7 @@ from .trace import Trace
 #: The small problem every check runs (seconds in process): synthetic data, 3 workers, checkpoints every round.
 SMALL = {"samples": 2000, "features": 5, "T": 1500, "workers": 3, "eval_points": 6, "checkpoint_every": "1",
          "quiet": True}
-COUNTED = ("round", "sfo", "batch_size", "stage", "bytes")
+COUNTED = ("round", "sfo", "batch_size", "stage", "bytes", "gamma")
 
 
 class ConformanceError(AssertionError):
@@ -66,6 +67,29 @@ def check_schedule(name: str, plugin: str | None = None, mpi: bool | None = None
                 f"schedule {name}: rounds_and_sfo({cfg.T}) = {schedule.rounds_and_sfo(cfg.T)}, the sequence gives "
                 f"{(len(want), sum(want))}")
         report.passed.append("batches are the schedule's own sequence under the budget; rounds_and_sfo agrees")
+    return report
+
+
+def check_gamma_schedule(name: str, plugin: str | None = None, mpi: bool | None = None, algorithm: str = "cr-psgd",
+                         **params: Any) -> Report:
+    """Check the step-size schedule `name` (with its parameters `params`) under `algorithm`: every round's recorded
+    step size (rounds/gamma) is the schedule's own gamma * factor(t, R), R the rounds the run made, and every check
+    of `check_algorithm` (the exact resume among them: the schedule must be a function of the round alone)."""
+    options = {**params, "gamma_schedule": name, "algorithm": algorithm}
+    report = check_algorithm(algorithm, plugin=plugin, mpi=mpi, _options=options,
+                             _component=f"gamma-schedule {name}")
+    cfg = config_from({**SMALL, **options, **({"plugin": plugin} if plugin else {})})
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = _simulate(options, plugin, Path(tmp) / "t.h5")
+    got = np.asarray(trace.rounds["gamma"], dtype=np.float64)
+    rounds = len(got)
+    steps = StepSizes(float(trace.config["gamma"]), make_gamma_schedule(cfg), cfg.warmup_rounds, rounds)
+    want = np.array([steps(t) for t in range(1, rounds + 1)])
+    _expect(bool(np.array_equal(got, want)), f"gamma-schedule {name}: the rounds ran step sizes {got[:4]}... but the "
+                                             f"schedule gives {want[:4]}...")
+    _expect(bool(np.all(np.isfinite(got)) and np.all(got >= 0)), f"gamma-schedule {name}: a step size is negative "
+                                                                 "or not finite")
+    report.passed.append("step sizes are the schedule's own gamma * factor(t, R), one per round")
     return report
 
 
@@ -114,7 +138,8 @@ def _expect(ok: bool, what: str) -> None:
 def _check_declared(cfg: Any, report: Report) -> None:
     from .config import component_params
 
-    for pname, (owner, param) in component_params(cfg.algorithm, cfg.schedule, cfg.model, cfg.dataset).items():
+    for pname, (owner, param) in component_params(cfg.algorithm, cfg.schedule, cfg.model, cfg.dataset,
+                                                  cfg.gamma_schedule).items():
         _expect(bool(param.help.strip()), f"{owner}: parameter {pname} has no help")
         param.check(param.default)
         _expect(cfg.param(pname) is not None, f"{owner}: parameter {pname} has no value in the run")
@@ -139,7 +164,7 @@ def _check_counts(trace: Trace, T: int, report: Report) -> None:
 def _same(a: Trace, b: Trace) -> str | None:
     """None when the counted columns, the evaluations and the final x are equal bit for bit, else what differs."""
     for c in COUNTED:
-        if not np.array_equal(np.asarray(a.rounds[c]), np.asarray(b.rounds[c])):
+        if not np.array_equal(np.asarray(a.rounds[c]), np.asarray(b.rounds[c]), equal_nan=c == "gamma"):
             return f"rounds/{c}"
     for c in a.evals.columns:
         if c not in ("wall_time", "time") and not np.array_equal(np.asarray(a.evals[c]), np.asarray(b.evals[c]),
@@ -196,4 +221,4 @@ def _check_backends(options: dict[str, Any], plugin: str | None, local: Trace, t
     report.passed.append(f"in process = mpiexec -n {SMALL['workers']}, bit for bit")
 
 
-__all__ = ["ConformanceError", "Report", "check_algorithm", "check_schedule"]
+__all__ = ["ConformanceError", "Report", "check_algorithm", "check_gamma_schedule", "check_schedule"]

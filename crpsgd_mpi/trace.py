@@ -30,11 +30,13 @@ from .ledger import EVAL_COLUMNS, ROUND_COLUMNS
 if TYPE_CHECKING:
     import pandas as pd
 
-#: 2: evals gained test_loss and test_accuracy (NaN for problems without a test set); version 1 traces still load.
-SCHEMA_VERSION = 2
+#: 2: evals gained test_loss and test_accuracy (NaN for problems without a test set); 3: rounds gained gamma (the
+#: step size of each round). Traces of versions 1 and 2 still load, and resume (their rounds then gain the column,
+#: NaN for the rounds recorded before).
+SCHEMA_VERSION = 3
 STATUSES = ("running", "complete", "failed", "interrupted", "diverged")
 CHUNK = 1024
-_FLOAT_COLUMNS = {"wall_time", "loss", "grad_norm_sq", "suboptimality", "test_loss", "test_accuracy"}
+_FLOAT_COLUMNS = {"wall_time", "gamma", "loss", "grad_norm_sq", "suboptimality", "test_loss", "test_accuracy"}
 
 
 #: Room kept free on the trace's file system: HDF5 needs some for its metadata, and a run that stops for lack of
@@ -537,9 +539,13 @@ read_trace = load_trace
 
 
 def _append(g: h5py.Group, columns: Mapping[str, np.ndarray]) -> None:
-    """Append equal-length columns to the datasets of group g."""
+    """Append equal-length columns to the datasets of group g; a column that a trace of an earlier schema lacks
+    (rounds/gamma) is created, NaN for the rows before."""
     n = len(next(iter(columns.values())))
+    rows = g["round"].shape[0] if "round" in g else 0
     for name, values in columns.items():
+        if name not in g and name in _FLOAT_COLUMNS:
+            g.create_dataset(name, data=np.full(rows, np.nan), maxshape=(None,), chunks=(CHUNK,), dtype=np.float64)
         ds = g[name]
         old = ds.shape[0]
         ds.resize((old + n,))

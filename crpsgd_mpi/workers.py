@@ -1,6 +1,6 @@
-"""The N workers as an algorithm sees them: minibatch gradients, averaging, evaluations; every SFO, round and byte
-counted. They sample from each worker's own random stream and speak to the other processes through a Backend; what
-they optimise is a Problem, which neither they nor the algorithm look into."""
+"""The N workers as an algorithm sees them: minibatch gradients, averaging, the run's update rule, evaluations; every
+SFO, round and byte counted. They sample from each worker's own random stream and speak to the other processes
+through a Backend; what they optimise is a Problem, which neither they nor the algorithm look into."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from collections.abc import Callable
 import numpy as np
 
 from .comm.base import Backend
+from .errors import InputError
 from .ledger import Ledger
+from .optim import Optimizer, Rounds, UpdateRule
 from .problems.base import Problem
 from .seeding import Stream, rng_for, rng_from_words, rng_to_words
 
@@ -21,10 +23,15 @@ class Workers:
     and its random stream (seeded from the root seed and the worker's number, never from N).
 
     Arrays of per-worker vectors have shape (k, dim), of the problem's dtype. An algorithm written against this
-    class runs unchanged on every backend and for every problem, and the Ledger sees every SFO and every round."""
+    class runs unchanged on every backend and for every problem, and the Ledger sees every SFO and every round.
+    `rule` is the run's update rule (--momentum, --nesterov, --weight-decay, --gamma-schedule; plain SGD at a
+    constant step by default): an algorithm steps with `optimizer(gamma, rounds)`, never with x - gamma * g."""
 
-    def __init__(self, backend: Backend, problem: Problem, seed: int, ledger: Ledger) -> None:
+    def __init__(self, backend: Backend, problem: Problem, seed: int, ledger: Ledger,
+                 rule: UpdateRule | None = None) -> None:
         self.backend, self.problem, self.ledger = backend, problem, ledger
+        self.rule = rule if rule is not None else UpdateRule()
+        self._unapplied = self.rule.chosen  # the rule's first setting other than plain SGD, until an optimizer is asked
         self.n = backend.n_workers
         self.k = len(problem.shard_sizes)
         self.d = problem.dim
@@ -71,6 +78,24 @@ class Workers:
         for rng, row in zip(self._rngs, words, strict=True):
             rng_from_words(rng, row)
 
+    # -- the update rule -----------------------------------------------------------------------------
+    def optimizer(self, gamma: float, rounds: Rounds = None) -> Optimizer:
+        """The run's update rule for an algorithm whose base step size is `gamma` and that runs `rounds` rounds (a
+        count, or a function computing it: a step-size schedule such as cosine needs it): `step(x, g, t)` moves x
+        by gradient g in round t (1-based, as the trace numbers rounds: `rounds_done` after the round's average,
+        `rounds_done + 1` before it). The trace records its step size of every round (rounds/gamma). Its
+        momentum buffer has x's shape (one per local worker for (k, d) models) and belongs in the algorithm's
+        `state()` (`Optimizer.state`), per worker rows in `Algorithm.worker_state`."""
+        opt = self.rule.optimizer(gamma, rounds)
+        self.ledger.step_size = opt.step_size
+        self._unapplied = None
+        return opt
+
+    @property
+    def rounds_done(self) -> int:
+        """Rounds counted so far in the run (a resumed run's included)."""
+        return self.ledger.rounds
+
     # -- communication ---------------------------------------------------------------------------
     def average(self, rows: np.ndarray) -> np.ndarray:
         """Mean over all N workers of their rows (k, m): one communication round. Returns (m,), identical on every
@@ -93,7 +118,13 @@ class Workers:
         return out[:m]
 
     def end_round(self, x: np.ndarray, stage_end: bool = False) -> None:
-        """The algorithm's consensus iterate after the round just counted (for evaluation and checks)."""
+        """The algorithm's consensus iterate after the round just counted (for evaluation and checks). An algorithm
+        that never asked for the run's update rule (`optimizer`) while the user chose one is refused here, after its
+        first round: it would run plain SGD and say nothing."""
+        if self._unapplied is not None:
+            name, value = self._unapplied
+            raise InputError(name, value, "the algorithm does not step with the run's update rule "
+                                          "(workers.optimizer), so it would ignore this setting")
         if self.on_round is not None:
             self.on_round(x, stage_end)
 

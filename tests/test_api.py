@@ -23,7 +23,7 @@ def test_simulate_keeps_the_trace_in_memory(tmp_path: Path, monkeypatch: pytest.
     tr = simulate(**SMALL)
     assert isinstance(tr, Trace) and tr.path is None and tr.status == "complete"
     assert isinstance(tr.rounds, pd.DataFrame) and isinstance(tr.evals, pd.DataFrame)
-    assert list(tr.rounds.columns) == ["batch_size", "bytes", "round", "sfo", "stage", "wall_time"]
+    assert list(tr.rounds.columns) == ["batch_size", "bytes", "gamma", "round", "sfo", "stage", "wall_time"]
     assert tr.attrs["config"]["workers"] == 3 and tr.config["gamma"] > 0 and isinstance(tr.attrs["versions"], dict)
     assert tr.x is not None and tr.x.shape == (7,)
     assert list(tmp_path.iterdir()) == []  # nothing written where the user is

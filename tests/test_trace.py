@@ -23,7 +23,7 @@ def test_schema(tmp_path: Path) -> None:
                    "--out", str(out)) == 0
     with h5py.File(out, "r") as f:
         a = f.attrs
-        assert a["schema_version"] == 2 and a["status"] == "complete" and a["algorithm"] == "cr-psgd"
+        assert a["schema_version"] == 3 and a["status"] == "complete" and a["algorithm"] == "cr-psgd"
         assert a["N"] == 3 and a["T"] == 2000 and a["seed"] == 0 and np.isfinite(a["f_star"])
         cfg, versions = json.loads(a["config"]), json.loads(a["versions"])
         assert cfg["gamma"] > 0 and cfg["L"] > 0 and cfg["workers"] == 3
@@ -33,7 +33,8 @@ def test_schema(tmp_path: Path) -> None:
         assert R > 0
         for c in ROUND_COLUMNS:
             ds = f["rounds"][c]
-            assert ds.shape == (R,) and ds.dtype.kind == ("f" if c == "wall_time" else "i")
+            assert ds.shape == (R,) and ds.dtype.kind == ("f" if c in ("wall_time", "gamma") else "i")
+        assert (f["rounds/gamma"][()] == cfg["gamma"]).all()  # a constant step: the same in every round
         E = f["evals/round"].shape[0]
         for c in EVAL_COLUMNS:
             ds = f["evals"][c]

@@ -45,7 +45,9 @@ class Algorithm(ABC):
 
     A subclass implements `create` (from a `Setting`) and `run`; it may refuse, in `check`, a configuration under
     which no round fits (called on every process before any data is loaded), and it reports in `constants` what it
-    resolved (step sizes, periods: they are recorded in the trace)."""
+    resolved (step sizes, periods: they are recorded in the trace). It moves its iterates with the run's update
+    rule, `workers.optimizer(gamma, rounds).step(x, g, t)` (momentum, weight decay and the step-size schedule the
+    user chose; plain x - gamma g by default), and keeps the optimizer's `state()` in its own."""
 
     name: str = ""
 
@@ -67,6 +69,14 @@ class Algorithm(ABC):
     def constants(self) -> dict[str, Any]:
         """What the algorithm resolved, for the trace's config (e.g. {"gamma": ..., "theta": ...})."""
         return {"gamma": getattr(self, "gamma", None)}
+
+    def worker_state(self) -> dict[str, np.ndarray]:
+        """The per-worker part of the resumable state: name -> (k, m) array of this process's local workers' rows
+        (local SGD's momentum buffers). Called on every process at every checkpoint, before `state()`: the
+        checkpoint gathers every worker's rows (a collective) and stores each as (N, m) under
+        `state["workers"][name]`; `run(resume=)` receives this process's block back there, (k, m), whichever backend
+        and placement it runs on. Default: none."""
+        return {}
 
     def state(self) -> State | None:
         """Called at the end of a round (from `workers.end_round`): everything `run(..., resume=state)` needs to go

@@ -33,12 +33,17 @@ class LocalSGD(Algorithm):
     Every worker keeps its own model. A round: H local steps x_i <- x_i - gamma g_i (batch b each),
     then one round averages the models, x_i <- mean. floor(T / (H b)) rounds; a period that does not
     fit the remaining budget is not started. Returns the averaged model.
+    The local steps use the run's update rule with the step size of the round they belong to (gamma_t for the H
+    steps before average t). With momentum each worker keeps its own buffer v_i; after an averaging round
+    (--momentum-average): keep (default) leaves every v_i as it is, average replaces each by their mean, sent in
+    the same round as the models (the round's payload, and its counted bytes, double), reset sets them to zero.
     """
 
     owns = ("period", "local_batch", "gamma")
 
-    def __init__(self, T: int, period: int, local_batch: int, gamma: float) -> None:
+    def __init__(self, T: int, period: int, local_batch: int, gamma: float, momentum_average: str = "keep") -> None:
         self.T, self.H, self.b, self.gamma = T, period, local_batch, gamma
+        self.momentum_average = momentum_average
 
     @classmethod
     def check(cls, cfg: Config, n_workers: int) -> None:
@@ -53,7 +58,8 @@ class LocalSGD(Algorithm):
     def create(cls, setting: Setting) -> LocalSGD:
         cfg = setting.cfg
         period = resolve_period(cfg.period, setting.n_workers, cfg.T)
-        return cls(cfg.T, period, cfg.local_batch, setting.step("gamma", cfg.gamma, lambda L: 1.0 / L))
+        return cls(cfg.T, period, cfg.local_batch, setting.step("gamma", cfg.gamma, lambda L: 1.0 / L),
+                   cfg.momentum_average)
 
     def constants(self) -> dict[str, Any]:
         return {"gamma": self.gamma, "period_resolved": self.H}
@@ -65,16 +71,35 @@ class LocalSGD(Algorithm):
 
     def run(self, workers: Workers, x0: np.ndarray, resume: State | None = None) -> np.ndarray:
         x = np.array(x0 if resume is None else resume["x"], dtype=workers.dtype)
-        models = np.empty((workers.k, x.size), dtype=x.dtype)
+        d = x.size
+        models = np.empty((workers.k, d), dtype=x.dtype)
+        opt = self._opt = workers.optimizer(self.gamma, self.rounds)
+        if resume is not None:
+            opt.restore(resume.get("workers", {}), models)
+        share = workers.rule.momentum > 0 and self.momentum_average == "average"
+        payload = np.empty((workers.k, 2 * d), dtype=x.dtype) if share else None
         first = 0 if resume is None else int(resume["round"])
         for r in range(first, self.rounds):
             models[:] = x
             for _ in range(self.H):
-                models -= self.gamma * workers.gradients(models, self.b)
-            x = workers.average(models).copy()
+                opt.step(models, workers.gradients(models, self.b), r + 1)
+            if payload is None:
+                x = workers.average(models).copy()
+            else:  # the buffers ride in the same round as the models
+                payload[:, :d] = models
+                payload[:, d:] = opt.velocity
+                mean = workers.average(payload)
+                x = mean[:d].copy()
+                opt.velocity[:] = mean[d:]
+            if self.momentum_average == "reset":
+                opt.reset()
             self._round, self._x = r + 1, x  # after the average every worker's model is x
             workers.end_round(x)
         return x
+
+    def worker_state(self) -> dict[str, np.ndarray]:
+        """Each local worker's momentum buffer (with momentum)."""
+        return dict(self._opt.state())
 
     def state(self) -> State:
         return {"round": self._round, "x": self._x.copy()}
