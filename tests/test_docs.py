@@ -27,7 +27,8 @@ def test_readme_is_a_front_page_that_points_at_the_docs() -> None:
     assert len(readme.splitlines()) <= 200
     assert "make docs" in readme and "mpiexec -n 10 python -m crpsgd_mpi.run" in readme
     for page in re.findall(r"``(docs/[\w/.-]+)``", readme):
-        assert (REPO / page).exists(), f"the README names {page}, which does not exist"
+        if not page.startswith("docs/_build"):  # what `make docs` writes
+            assert (REPO / page).exists(), f"the README names {page}, which does not exist"
 
 
 def test_option_reference_has_every_option_of_the_parser() -> None:

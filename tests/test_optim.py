@@ -213,12 +213,11 @@ def test_catalyst_momentum_restarts_each_outer_step(tmp_path: Path) -> None:
 # -- plain SGD keeps its bits ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["cr-psgd-N4", "local-sgd-stich", "catalyst-l2-N3", "psgd-B3"])
 def test_plain_rule_gives_the_recorded_digests(tmp_path: Path, name: str) -> None:
-    """Momentum 0, no weight decay, a constant step, given explicitly: the digests test_reference.py recorded (with
-    the reduction they were recorded with: 0c80872 made `exact` the default without re-recording them)."""
+    """Momentum 0, no weight decay, a constant step, given explicitly: the digests test_reference.py recorded."""
     import test_reference as ref
 
     out = tmp_path / "t.h5"
-    assert run_cli(*ref.CASES[name], "--reduction", "ordered", "--momentum", "0", "--no-nesterov", "--weight-decay",
+    assert run_cli(*ref.CASES[name], "--momentum", "0", "--no-nesterov", "--weight-decay",
                    "0", "--gamma-schedule", "constant", "--warmup-rounds", "0", "--momentum-average", "average",
                    "--out", str(out)) == 0
     assert ref.digest(out) == ref.DIGESTS[name]

@@ -117,7 +117,7 @@ def test_help_shows_a_selected_components_own_parameters() -> None:
     text = subprocess.run([*base, "--help", "--schedule", "polynomial"], capture_output=True, text=True,
                           timeout=60).stdout
     assert "schedule polynomial (its own parameters" in text and "--power FLOAT" in text
-    assert "--reduction {ordered,allreduce}" in text and "--backend {auto,mpi,local}" in text
+    assert "--reduction {exact,ordered,allreduce}" in text and "--backend {auto,mpi,local}" in text
     listing = subprocess.run([*base, "--list"], capture_output=True, text=True, timeout=60).stdout
     assert "polynomial" in listing and "[--power float]" in listing and "cifar10:DIR" in listing
 
