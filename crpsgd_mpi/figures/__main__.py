@@ -10,8 +10,10 @@ from pathlib import Path
 
 from ..experiment import load_family
 from .curves import load_family_traces
+from .deep import DONE as DEEP_DONE
 from .deep import HEADER as DEEP_HEADER
-from .deep import deep_figure, deep_rows
+from .deep import PARTIAL as DEEP_PARTIAL
+from .deep import deep_figure, deep_rows, deep_verdict, grid_report
 from .netclock import measure_seconds_per_sfo
 from .plots import speedup_figure, staircase_figure, study_figure, table_rows, time_figure
 from .straggler_figure import straggler_figure, straggler_study, straggler_table
@@ -22,8 +24,17 @@ HEADER = ["family", "run", "rounds", "SFO/worker", "final metric", "SFO to eps",
 PAGE = Path("docs") / "results.rst"
 START, END = ".. results-table-start", ".. results-table-end"
 STRAGGLERS = (".. stragglers-table-start", ".. stragglers-table-end")
-DEEP_NOTE = ("Seed 0. Training loss: cross-entropy in eval mode on a fixed part of the training set (eval_samples); "
-             "test accuracy: the 10000 test images; wall time: rounds plus evaluations, in process, on this machine.")
+DEEP = (".. deep-table-start", ".. deep-table-end")
+DEEP_NOTE = ("Medians over seeds, and with several seeds their range (min-max) in brackets. A family with a step-size "
+             "grid (a [sweep]): each method at its lowest final training loss (CR-PSGD's rho x B1 variants compete as "
+             "one method). Training loss: cross-entropy in eval mode on a fixed part of the training set "
+             "(eval_samples); test accuracy: final (at the last evaluation) and best (over the evaluations), on the "
+             "family's test_samples test images; wall time: rounds plus evaluations, in process, on this machine; "
+             "evaluation share: the evaluations' part of it.")
+VERDICT_NOTE = ("Verdict (computed from the traces): does each growing-batch run reach PSGD B=16's final test accuracy "
+                "within 1 point (first crossing, interpolated between evaluations, for more than half of its seeds) "
+                "with at least 10x fewer rounds than PSGD B=16 needs to reach the same level, and at what SFO per "
+                "worker.")
 STRAGGLER_NOTE = ("Modelled time to eps (s), medians over seeds, ring Allreduce on 10 Gb Ethernet, N workers of the family; "
                   "columns: the settings of figures/stragglers.png.")
 
@@ -68,6 +79,14 @@ def splice(text: str, markers: tuple[str, str], table: str) -> str:
     return f"{head}{start}\n\n{table}\n{end}{tail}"
 
 
+def deep_table(rows: list[list[str]], verdicts: list[str]) -> str:
+    """The deep study's table, its note and the verdict lines under it (a bullet list)."""
+    text = grid(DEEP_HEADER, rows) + f"\n\n{DEEP_NOTE}\n"
+    if verdicts:
+        text += f"\n{VERDICT_NOTE}\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m crpsgd_mpi.figures", description=__doc__)
     p.add_argument("--results", type=Path, default=Path("results"))
@@ -75,20 +94,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("figures"))
     p.add_argument("--page", type=Path, default=PAGE,
                    help=f"docs page whose tables are rewritten between their marker comments (default: {PAGE})")
+    p.add_argument("--partial", action="store_true",
+                   help="deep families: also draw (and tabulate, marked 'partial') the traces still running or stopped, "
+                   "to look at a study in progress; the docs page is then left as it is")
     ns = p.parse_args(argv)
-    rows, eps, made, pl, deep = [], {}, [], [], []
+    rows, eps, made, pl, deep, verdicts = [], {}, [], [], [], []
     stairs = {}
     for fpath in sorted(ns.experiments.glob("*.toml")):
         if fpath.stem == "example":
             continue
         fam = load_family(fpath)
-        groups = load_family_traces(ns.results / fam.name)
+        statuses = (DEEP_DONE + (DEEP_PARTIAL if ns.partial else ())) if fam.study == "deep" else ("complete",)
+        groups = load_family_traces(ns.results / fam.name, statuses)
         if not groups:
             print(f"{fam.name}: no complete traces, skipped", file=sys.stderr)
             continue
         if fam.study == "deep":
             made += deep_figure(fam.name, fam, groups, ns.out)
             deep += deep_rows(fam, groups)
+            verdicts += deep_verdict(fam, groups)
+            if fam.sweep:
+                print(grid_report(fam, groups))
             continue
         d = int(next(iter(groups.values()))[0].config["n_features"])
         spsfo = compute_cost(ns.results, d)
@@ -116,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         (ns.out / "results.rst").write_text(table)
         sections.append(((START, END), table))
     if deep:
-        dtable = grid(DEEP_HEADER, deep) + f"\n\n{DEEP_NOTE}\n"
-        (ns.out / "deep_results.rst").write_text(dtable)  # the docs' deep table is a hand-picked part of it
+        dtable = deep_table(deep, verdicts)
+        (ns.out / "deep_results.rst").write_text(dtable)
+        print("\n".join(verdicts))
+        if not ns.partial:
+            sections.append((DEEP, dtable))
     if pl:
         blocks = straggler_study(pl)
         made += straggler_figure("stragglers", blocks, ns.out)

@@ -22,30 +22,36 @@ class Curve:
     y: np.ndarray
 
 
-def load_family_traces(folder: Path) -> dict[str, list[Trace]]:
-    """Traces of one family folder grouped by label (file names '<label>-seed<k>.h5'); only finished ones."""
+def load_family_traces(folder: Path, statuses: tuple[str, ...] = ("complete",)) -> dict[str, list[Trace]]:
+    """Traces of one family folder grouped by label (file names '<label>-seed<k>.h5'); only those whose status is
+    one of `statuses` (by default the finished ones)."""
     groups: dict[str, list[Trace]] = {}
     for path in sorted(folder.glob("*-seed*.h5")):
         tr = read_trace(path)
-        if tr.status != "complete":
+        if tr.status not in statuses:
             continue
         label = path.stem.rsplit("-seed", 1)[0]
         groups.setdefault(label, []).append(tr)
     return groups
 
 
-def band(curves: list[Curve], grid: np.ndarray, log_y: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Median, 25th and 75th percentile over curves, each interpolated (in log y) onto `grid`; NaN
-    where a curve does not cover a grid point."""
+def band(curves: list[Curve], grid: np.ndarray, log_y: bool = True, span: tuple[float, float] = (25.0, 75.0),
+         log_x: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median and the `span` percentiles over curves (by default the 25th and 75th: the interquartile range; (0, 100):
+    min and max), each interpolated (in log y; with `log_x` in log x too: straight between evaluations on log-log
+    axes) onto `grid`; NaN where a curve does not cover a grid point."""
     rows = []
     for c in curves:
         y = np.log(np.maximum(c.y, 1e-300)) if log_y else c.y
-        v = np.interp(grid, c.x, y, left=np.nan, right=np.nan)
+        if log_x:
+            v = np.interp(np.log(grid), np.log(c.x), y, left=np.nan, right=np.nan)
+        else:
+            v = np.interp(grid, c.x, y, left=np.nan, right=np.nan)
         rows.append(np.exp(v) if log_y else v)
     stack = np.vstack(rows)
     with np.errstate(all="ignore"):
-        return (np.nanmedian(stack, axis=0), np.nanpercentile(stack, 25, axis=0),
-                np.nanpercentile(stack, 75, axis=0))
+        return (np.nanmedian(stack, axis=0), np.nanpercentile(stack, span[0], axis=0),
+                np.nanpercentile(stack, span[1], axis=0))
 
 
 def first_crossing(x: np.ndarray, y: np.ndarray, eps: float, rising: bool = False) -> float:

@@ -69,10 +69,12 @@ def _curves(traces: list[Trace], metric: str, xkey: str) -> list[Curve]:
 
 
 def draw_band(ax: plt.Axes, curves: list[Curve], label: str, color: Any, logx: bool = True,
-              logy: bool = True) -> bool:
-    """One group of seeds: the median line and the interquartile band over `curves`, on a common grid of 200
-    points (geometric with `logx`) over the x range the curves cover; interpolated in log y with `logy`. A group
-    with a single point is one marker; False (nothing drawn) when the curves hold no point."""
+              logy: bool = True, span: tuple[float, float] = (25.0, 75.0), interp_logx: bool = False) -> bool:
+    """One group of seeds: the median line and the interquartile band over `curves` (another pair of percentiles
+    with `span`: (0, 100) for min-max), on a common grid of 200 points (geometric with `logx`) over the x range the
+    curves cover; interpolated in log y with `logy`, in log x with `interp_logx` (straight segments between
+    evaluations on a log x axis: what few evaluations need). A group with a single point is one marker; False
+    (nothing drawn) when the curves hold no point."""
     curves = [c for c in curves if c.x.size]
     if not curves:
         return False
@@ -82,7 +84,7 @@ def draw_band(ax: plt.Axes, curves: list[Curve], label: str, color: Any, logx: b
         ax.plot([lo], [float(np.median([c.y[-1] for c in curves]))], color=color, marker="o", label=label)
         return True
     grid = np.geomspace(lo, hi, 200) if logx else np.linspace(lo, hi, 200)
-    med, q1, q3 = band(curves, grid, log_y=logy)
+    med, q1, q3 = band(curves, grid, log_y=logy, span=span, log_x=interp_logx)
     ax.plot(grid, med, color=color, label=label)
     ax.fill_between(grid, q1, q3, color=color, alpha=0.2, linewidth=0)
     return True
