@@ -555,15 +555,18 @@ def reduction_report(red: dict[str, object]) -> list[str]:
     lines = ["reduction, seconds per round of MPIBackend.mean (one row (1, m) a rank; median of repeats, slowest rank) "
              "and of LocalBackend.mean on (N, m) in process (its allreduce is the ordered sum); exact path: "
              f"gather where N*m <= GATHER_ELEMENTS = {red['gather_elements']}",
-             f"{'N':>3} {'m':>7} {'type':>4} {'exact':>10} {'ordered':>10} {'allreduce':>10} {'ex/allred':>9} "
+             "(median, in brackets the fastest repeat, and the ratios of the medians)",
+             f"{'N':>3} {'m':>7} {'type':>4} {'exact':>20} {'ordered':>20} {'allreduce':>20} {'ex/allred':>9} "
              f"{'ex/ord':>7} {'path':>11} {'local exact':>12} {'local ord':>10}"]
     for key, job in mpi.items():  # type: ignore[union-attr]
         for size, v in job["sizes"].items():
             m, dt = size.split(":")
             e, o, a = (v[k]["median"] for k in ("exact", "ordered", "allreduce"))
+            cells = [f"{_t(v[k]['median'])} [{_t(v[k]['min'])}]" for k in ("exact", "ordered", "allreduce")]
             loc = local[key][size]  # type: ignore[index]
-            lines.append(f"{key[1:]:>3} {m:>7} {dt:>4} {_t(e):>10} {_t(o):>10} {_t(a):>10} {e / a:>9.2f} {e / o:>7.2f} "
-                         f"{v['exact_path']:>11} {_t(loc['exact']['median']):>12} {_t(loc['ordered']['median']):>10}")
+            lines.append(f"{key[1:]:>3} {m:>7} {dt:>4} {cells[0]:>20} {cells[1]:>20} {cells[2]:>20} {e / a:>9.2f} "
+                         f"{e / o:>7.2f} {v['exact_path']:>11} {_t(loc['exact']['median']):>12} "
+                         f"{_t(loc['ordered']['median']):>10}")
     for key, job in mpi.items():  # type: ignore[union-attr]
         for size, v in job["split"].items():
             total = v["total"]["median"]
@@ -577,14 +580,11 @@ def reduction_report(red: dict[str, object]) -> list[str]:
         if not job["sweep"]:
             continue
         n = int(key[1:])
-        cells, wins = [], []
+        cells = []
         for m, v in job["sweep"].items():
             g, c = v["gather"]["median"], v["collectives"]["median"]
-            cells.append(f"m={m} (N*m={n * int(m)}) {_t(g)} vs {_t(c)}")
-            wins.append((n * int(m), g <= c))
-        gathered = [nm for nm, win in wins if win]
-        best = (f"gather wins up to N*m = {max(gathered)}" if gathered else "the collectives win at every size")
-        lines.append(f"exact, gathered vs two collectives at {key}: " + "; ".join(cells) + f": {best}")
+            cells.append(f"N*m={n * int(m)} (m={m}) {_t(g)} vs {_t(c)}, {'gather' if g <= c else 'collectives'}")
+        lines.append(f"exact at {key}, gathered vs two collectives (median): " + "; ".join(cells))
     return lines
 
 
