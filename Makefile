@@ -37,7 +37,7 @@ help:
 	@echo "make data    as root: the Debian packages dataset-fashion-mnist and hdf5-tools (make test does it too)"
 	@echo "make figures  run every experiment family without a complete trace, then draw figures/ and the table"
 	@echo "make figures-deep  the second experiment: ResNet20 on Fashion-MNIST, N = 8 (about 20 minutes here; installs torch)"
-	@echo "make bench    performance ratios (kernel vs DRAM read, simulator vs raw mpi4py loop, local vs MPI, schedule cost vs rho)"
+	@echo "make bench    performance ratios (kernel vs DRAM read, simulator vs raw mpi4py and numpy loops, local vs MPI, schedule cost vs rho, the three reductions per round, N workers on 2 ranks vs N ranks)"
 	@echo "make lint     ruff"
 	@echo "make docs     the documentation (Sphinx) into docs/_build/html, and its doctests; warnings are errors"
 

@@ -1,6 +1,7 @@
 """`make bench`: performance as ratios measured in one run (kernel vs memory bandwidth, simulator vs a raw
 mpi4py loop, in-process vs mpiexec, growth in T and N, memory, reduction cost, cost of CR-PSGD's batch schedule
-across rho); prints a table, writes JSON."""
+across rho, the three reductions per round, virtual workers on few ranks, rounds/s against raw mpi4py and numpy
+loops); prints a table, writes JSON."""
 
 from __future__ import annotations
 
@@ -281,6 +282,166 @@ def reduction_cost(n: int, T: int, data: list[str], repeats: int, tmp: Path) -> 
     return out
 
 
+#: The reduction benchmark's sizes: (elements m, dtype): the default run's 51, 10^4 and 10^5 doubles, and a
+#: ResNet20-sized float32 gradient.
+REDUCTION_SIZES = ((51, "f8"), (10_000, "f8"), (100_000, "f8"), (270_000, "f4"))
+REDUCTION_QUICK = ((51, "f8"), (1000, "f8"))
+_DTYPES = {"f8": np.float64, "f4": np.float32}
+
+
+def _size_arg(sizes: Sequence[tuple[int, str]]) -> str:
+    return ",".join(f"{m}:{dt}" for m, dt in sizes)
+
+
+def mpi_reductions(n: int, sizes: Sequence[tuple[int, str]], repeats: int, target: float,
+                   split: Sequence[tuple[int, str]] = (), sweep: Sequence[int] = ()) -> dict[str, object]:
+    """One job of n ranks (benchmarks/reduction.py): seconds per round of MPIBackend.mean with each reduction, one
+    row (1, m) a rank; with `split`, the exact reduction's steps timed one by one; with `sweep`, its gathered path
+    against its two collectives at these m (float64)."""
+    cmd = [sys.executable, str(REPO / "benchmarks" / "reduction.py"), "--sizes", _size_arg(sizes),
+           "--repeats", str(repeats), "--target", str(target)]
+    if split:
+        cmd += ["--split", _size_arg(split)]
+    if sweep:
+        cmd += ["--sweep", ",".join(map(str, sweep))]
+    res = run_job(n, cmd, timeout=1800)
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def local_reductions(n: int, sizes: Sequence[tuple[int, str]], repeats: int) -> dict[str, object]:
+    """Seconds of LocalBackend.mean on (n, m) rows in process, exact and ordered (in process the `allreduce`
+    reduction is the ordered sum)."""
+    from .comm import LocalBackend
+
+    out: dict[str, object] = {}
+    for m, dt in sizes:
+        rows = np.random.default_rng(0).standard_normal((n, m)).astype(_DTYPES[dt])
+        loops = max(1, min(2000, (1 << 24) // rows.nbytes))
+        row: dict[str, object] = {}
+        for mode in ("exact", "ordered"):
+            be = LocalBackend(n, mode)
+
+            def call(be: LocalBackend = be, rows: np.ndarray = rows, loops: int = loops) -> None:
+                for _ in range(loops):
+                    be.mean(rows)
+
+            row[mode] = {k: v / loops for k, v in timed(call, repeats).items()}
+        out[f"{m}:{dt}"] = row
+    return out
+
+
+def reductions(ranks: Sequence[int], sizes: Sequence[tuple[int, str]], repeats: int, target: float,
+               split: tuple[int, tuple[int, str]] | None, sweep: Sequence[int]) -> dict[str, object]:
+    """The reduction table (MPI and in process, for every N), the split of the exact reduction (at split[0] ranks,
+    size split[1]), and the GATHER_ELEMENTS sweep at every N."""
+    out: dict[str, object] = {"mpi": {}, "local": {}}
+    for n in ranks:
+        job = mpi_reductions(n, sizes, repeats, target, [split[1]] if split and split[0] == n else (), sweep)
+        out["mpi"][f"N{n}"] = job  # type: ignore[index]
+        out["local"][f"N{n}"] = local_reductions(n, sizes, repeats)  # type: ignore[index]
+        out["gather_elements"] = job["gather_elements"]
+    return out
+
+
+def _whole_run(n: int, args: list[str], out: Path) -> float:
+    t0 = time.perf_counter()
+    res = run_job(n, [sys.executable, "-m", "crpsgd_mpi.run", *args, "--out", str(out), "--overwrite", "--quiet"],
+                  timeout=1800)
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr)
+    return time.perf_counter() - t0
+
+
+def placement(workers: int, few: int, args: list[str], runs: int, tmp: Path) -> dict[str, object]:
+    """Whole-job wall time (start-up included) of N virtual workers on `few` ranks against one rank a worker,
+    alternated; the traces compared bit for bit (the exact reduction gives the same bits on any placement)."""
+    packed, spread = [], []
+    for _ in range(runs):
+        packed.append(_whole_run(few, [*args, "--workers", str(workers)], tmp / "packed.h5"))
+        spread.append(_whole_run(workers, args, tmp / "spread.h5"))
+    a, b = read_trace(tmp / "packed.h5"), read_trace(tmp / "spread.h5")
+    same = np.array_equal(a.x, b.x) and np.array_equal(a.evals["loss"], b.evals["loss"])
+    return {"workers": workers, "ranks": few, "args": args, "packed": stats(packed), "spread": stats(spread),
+            "ratio": float(np.median(spread) / np.median(packed)), "identical": bool(same)}
+
+
+def _rate(n: int | None, args: list[str], out: Path) -> float:
+    """Rounds per second of the round loop (from the trace) of one run: under mpiexec -n n, or in process (None)."""
+    if n is None:
+        from .run import main
+
+        if main([*args, "--eval-points", "2", "--out", str(out), "--overwrite", "--quiet"]) != 0:
+            raise RuntimeError(f"run failed: {args}")
+    else:
+        _sim(n, args, out)
+    rounds = read_trace(out).rounds
+    return len(rounds["round"]) / max(float(rounds["wall_time"].iloc[-1]), 1e-9)
+
+
+def numpy_loop(n: int, d: int, rounds: int, samples: int = 2000) -> float:
+    """Rounds per second of a hand-vectorised in-process loop of PSGD with B = 1 on logistic regression: one
+    generator draws every worker's sample, one einsum each for all N workers' margins and summed gradients."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((n, samples, d)) / math.sqrt(d), rng.choice([-1.0, 1.0], (n, samples))
+    x, workers = np.zeros(d), np.arange(n)
+    step, lam = 1.0 / n, 1e-3
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        idx = rng.integers(0, samples, n)
+        Xi, yi = X[workers, idx], y[workers, idx]
+        z = np.einsum("nd,d->n", Xi, x)
+        g = np.einsum("n,nd->d", -yi / (1.0 + np.exp(yi * z)), Xi)
+        x -= step * (g + n * lam * x)
+    return rounds / (time.perf_counter() - t0)
+
+
+def _raw_allreduce(n: int, rounds: int, d: int) -> float:
+    res = run_job(n, [sys.executable, str(REPO / "benchmarks" / "raw_allreduce.py"), str(rounds), str(d)], timeout=900)
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr)
+    seconds, done = res.stdout.split()
+    return int(done) / float(seconds)
+
+
+def round_rates(n: int, T_mpi: int, T_local: int, runs: int, tmp: Path, d: int = 123,
+                allreduce: bool = True, data: Sequence[str] = ()) -> dict[str, object]:
+    """Rounds per second of PSGD with B = 1 at N = n, d features (synthetic, d - 1 columns and the intercept), each
+    kind alternated `runs` times: the simulator in process, under mpiexec with one rank a worker (exact and
+    allreduce reductions), with the N workers on 2 ranks (n > 2), a raw mpi4py Allreduce loop on n ranks, and a
+    hand-vectorised numpy loop in process. `allreduce=False` leaves out the simulator's allreduce reduction; `data`:
+    more data options for the simulator."""
+    base = ["--algorithm", "psgd", "--batch-size", "1", "--features", str(d - 1), *data]
+    kinds: dict[str, Callable[[], float]] = {
+        "sim_local": lambda: _rate(None, [*base, "--T", str(T_local), "--backend", "local", "--workers", str(n)],
+                                   tmp / "rate-local.h5"),
+        "sim_mpi": lambda: _rate(n, [*base, "--T", str(T_mpi)], tmp / "rate-mpi.h5"),
+        "raw_mpi": lambda: _raw_allreduce(n, T_mpi, d),
+        "numpy": lambda: numpy_loop(n, d, T_local),
+    }
+    if allreduce:
+        kinds["sim_mpi_allreduce"] = lambda: _rate(n, [*base, "--T", str(T_mpi), "--reduction", "allreduce"],
+                                                   tmp / "rate-mpi-ar.h5")
+    if n > 2:
+        kinds["sim_mpi_2ranks"] = lambda: _rate(2, [*base, "--T", str(T_mpi), "--workers", str(n)],
+                                                tmp / "rate-2ranks.h5")
+    rates: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(runs):
+        for k, fn in kinds.items():
+            rates[k].append(fn())
+    med = {k: float(np.median(v)) for k, v in rates.items()}
+    out: dict[str, object] = {"N": n, "d": d, "T_mpi": T_mpi, "T_local": T_local,
+                              **{k: stats(v) for k, v in rates.items()},
+                              "raw_over_sim_mpi": med["raw_mpi"] / med["sim_mpi"],
+                              "numpy_over_sim_local": med["numpy"] / med["sim_local"]}
+    if allreduce:
+        out["raw_over_sim_mpi_allreduce"] = med["raw_mpi"] / med["sim_mpi_allreduce"]
+    if n > 2:
+        out["local_over_2ranks"] = med["sim_local"] / med["sim_mpi_2ranks"]
+    return out
+
+
 class _Listed(BatchSchedule):
     """Batch sizes replayed from a list: the reference a schedule's own cost is measured against."""
 
@@ -383,6 +544,50 @@ def _mm(s: dict[str, float], scale: float = 1.0, unit: str = "s") -> str:
     return f"{s['median'] * scale:.3g} {unit} [{s['min'] * scale:.3g}-{s['max'] * scale:.3g}]"
 
 
+def _t(seconds: float) -> str:
+    """A short time: us below a millisecond, else ms."""
+    return f"{seconds * 1e6:.3g} us" if seconds < 1e-3 else f"{seconds * 1e3:.3g} ms"
+
+
+def reduction_report(red: dict[str, object]) -> list[str]:
+    """The reduction table, the exact reduction's steps, and the GATHER_ELEMENTS sweep."""
+    mpi, local = red["mpi"], red["local"]
+    lines = ["reduction, seconds per round of MPIBackend.mean (one row (1, m) a rank; median of repeats, slowest rank) "
+             "and of LocalBackend.mean on (N, m) in process (its allreduce is the ordered sum); exact path: "
+             f"gather where N*m <= GATHER_ELEMENTS = {red['gather_elements']}",
+             "(median, in brackets the fastest repeat, and the ratios of the medians)",
+             f"{'N':>3} {'m':>7} {'type':>4} {'exact':>20} {'ordered':>20} {'allreduce':>20} {'ex/allred':>9} "
+             f"{'ex/ord':>7} {'path':>11} {'local exact':>12} {'local ord':>10}"]
+    for key, job in mpi.items():  # type: ignore[union-attr]
+        for size, v in job["sizes"].items():
+            m, dt = size.split(":")
+            e, o, a = (v[k]["median"] for k in ("exact", "ordered", "allreduce"))
+            cells = [f"{_t(v[k]['median'])} [{_t(v[k]['min'])}]" for k in ("exact", "ordered", "allreduce")]
+            loc = local[key][size]  # type: ignore[index]
+            lines.append(f"{key[1:]:>3} {m:>7} {dt:>4} {cells[0]:>20} {cells[1]:>20} {cells[2]:>20} {e / a:>9.2f} "
+                         f"{e / o:>7.2f} {v['exact_path']:>11} {_t(loc['exact']['median']):>12} "
+                         f"{_t(loc['ordered']['median']):>10}")
+    for key, job in mpi.items():  # type: ignore[union-attr]
+        for size, v in job["split"].items():
+            total = v["total"]["median"]
+            steps = [(name, v[name]["median"]) for name in ("codes", "allreduce_max", "encode", "allreduce_sum",
+                                                            "decode")]
+            c = sum(t for name, t in steps if not name.startswith("allreduce"))
+            lines.append(f"exact reduction's steps at {key}, {size} ({'compiled' if v['compiled'] else 'numpy'}; mean "
+                         f"over ranks, median of repeats): " + ", ".join(f"{name} {_t(t)}" for name, t in steps)
+                         + f"; total {_t(total)}: steps {c / total:.0%}, collectives {1 - c / total:.0%}")
+    for key, job in mpi.items():  # type: ignore[union-attr]
+        if not job["sweep"]:
+            continue
+        n = int(key[1:])
+        cells = []
+        for m, v in job["sweep"].items():
+            g, c = v["gather"]["median"], v["collectives"]["median"]
+            cells.append(f"N*m={n * int(m)} (m={m}) {_t(g)} vs {_t(c)}, {'gather' if g <= c else 'collectives'}")
+        lines.append(f"exact at {key}, gathered vs two collectives (median): " + "; ".join(cells))
+    return lines
+
+
 def report(r: dict[str, object]) -> str:
     """The results as a printable table."""
     lines = [f"STREAM-like read bandwidth: {r['stream_read_GBps']:.1f} GB/s"]
@@ -426,7 +631,31 @@ def report(r: dict[str, object]) -> str:
     pc = r["progress_cost"]
     lines.append(f"progress line, PSGD B=1 in process, {pc['T']} rounds: {_mm(pc['with'])} with vs {_mm(pc['without'])} "
                  f"without = {pc['ratio']:.3f}x")
-    return "\n".join(lines)
+    lines += reduction_report(r["reductions"])  # type: ignore[arg-type]
+    return "\n".join(lines + rates_report(r))
+
+
+def rates_report(r: dict[str, object]) -> list[str]:
+    """Virtual workers on few ranks, and rounds/s against the raw mpi4py and numpy loops."""
+    lines = []
+    pl = r["placement"]
+    lines.append(f"whole job, {pl['workers']} workers on {pl['ranks']} ranks vs one rank a worker "
+                 f"({' '.join(pl['args']) or 'default run'}): {_mm(pl['packed'])} vs {_mm(pl['spread'])} = "
+                 f"{pl['ratio']:.2f}x; traces identical: {pl['identical']}")
+    for v in r["round_rates"].values():  # type: ignore[union-attr]
+        rate = {k: v[k]["median"] for k in ("sim_local", "sim_mpi", "raw_mpi", "numpy")}
+        line = (f"PSGD B=1, N={v['N']}, d={v['d']}, rounds/s (median): simulator in process {rate['sim_local']:.4g}, "
+                f"numpy loop {rate['numpy']:.4g} ({v['numpy_over_sim_local']:.2f}x); simulator on {v['N']} ranks "
+                f"{rate['sim_mpi']:.4g}, raw mpi4py Allreduce loop {rate['raw_mpi']:.4g} "
+                f"({v['raw_over_sim_mpi']:.2f}x)")
+        if "sim_mpi_allreduce" in v:
+            line += (f"; simulator with --reduction allreduce {v['sim_mpi_allreduce']['median']:.4g} (raw loop "
+                     f"{v['raw_over_sim_mpi_allreduce']:.2f}x)")
+        if "sim_mpi_2ranks" in v:
+            line += (f"; on 2 ranks {v['sim_mpi_2ranks']['median']:.4g} (in process {v['local_over_2ranks']:.2f}x "
+                     f"that)")
+        lines.append(line)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -456,6 +685,15 @@ def main(argv: list[str] | None = None) -> int:
         r["scale"] = scale_runs(SCALE_QUICK if q else SCALE, 1 if q else runs, tmp)
         r["schedule_cost"] = schedule_cost(10**6 if q else 10**12, 3000 if q else 200_000, 2, reps, reps, tmp)
         r["progress_cost"] = progress_cost(2000 if q else 100_000, 3 if q else 9, tmp)
+        r["reductions"] = reductions((2,) if q else (2, 8, 16), REDUCTION_QUICK if q else REDUCTION_SIZES,
+                                     2 if q else 5, 0.02 if q else 0.2,
+                                     (2, (1000, "f8")) if q else (8, (100_000, "f8")),
+                                     [51, 512] if q else [51, 256, 1024, 4096, 16384])
+        r["placement"] = placement(3 if q else 10, 2, ["--T", "100", "--samples", "2000"] if q else [], 1 if q else 3,
+                                   tmp)
+        r["round_rates"] = {f"N{n}": round_rates(n, 100 if q else 3000, 300 if q else 30_000, 1 if q else 3, tmp,
+                                                 allreduce=not q, data=["--samples", "2000"] if q else [])
+                            for n in ((2,) if q else (2, 10))}
     ns.json.write_text(json.dumps(r, indent=1))
     print(report(r))
     print(f"results in {ns.json}")

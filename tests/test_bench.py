@@ -9,10 +9,10 @@ import pytest
 
 from crpsgd_mpi.bench import main
 
-pytestmark = pytest.mark.mpi  # sim_vs_raw, local_vs_mpi and the memory probe run under mpiexec
+pytestmark = pytest.mark.mpi  # sim_vs_raw, local_vs_mpi, the memory probe, reductions and rates run under mpiexec
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)  # about 220 s at a load of 5 on 2 cores
 def test_bench_quick(tmp_path: Path) -> None:
     out = tmp_path / "b.json"
     assert main(["--quick", "--json", str(out)]) == 0
@@ -21,3 +21,8 @@ def test_bench_quick(tmp_path: Path) -> None:
     assert res["memory"]["ranks"] == 2
     assert all(v["rounds"] > 0 for v in res["sim_vs_raw"].values())
     assert all(v["rounds"] > 0 and v["identical"] is True for v in res["schedule_cost"]["run"].values())
+    red = res["reductions"]["mpi"]["N2"]
+    assert all(v[k]["median"] > 0 for v in red["sizes"].values() for k in ("exact", "ordered", "allreduce"))
+    assert red["split"] and red["sweep"] and res["reductions"]["local"]["N2"]
+    assert res["placement"]["identical"] is True  # the exact reduction: the same bits on 2 ranks as on 4
+    assert all(v[k]["median"] > 0 for v in res["round_rates"].values() for k in ("sim_local", "sim_mpi", "raw_mpi"))
