@@ -64,25 +64,39 @@ static void do_codes(const void *rows, int is32, Py_ssize_t k, Py_ssize_t m, int
         }
 }
 
+/* One row of addends onto the grid, added into the words: x * a[j] * b[j] = x 2^t exactly (or far below the grid,
+ * where it truncates to 0 either way); a conversion to int64 truncates toward zero (|r| < 2^62 here). */
+#define ENCODE_ROW(LOAD)                                                                                             \
+    for (Py_ssize_t j = 0; j < m; j++) {                                                                             \
+        double x = (LOAD);                                                                                           \
+        if (checked && x - x != 0.0) x = 0.0; /* infinity or NaN: the element's result is NaN */                    \
+        double r = x * fa[j] * fb[j];                                                                                \
+        int64_t w = (int64_t)r;                                                                                      \
+        words[j] += w;                                                                                               \
+        if (K == 2) words[m + j] += (int64_t)((r - (double)w) * wW);                                                 \
+    }
+
 static void do_encode(const void *rows, int is32, Py_ssize_t k, Py_ssize_t m, const int16_t *code, int64_t W,
-                      int64_t K, int64_t *words) {
+                      int64_t K, int64_t *words, double *fa, double *fb) {
     const double wW = pow2(W);
+    int checked = 0;
     for (Py_ssize_t j = 0; j < K * m; j++) words[j] = 0;
-    for (Py_ssize_t i = 0; i < k; i++)
-        for (Py_ssize_t j = 0; j < m; j++) {
-            double x = element(rows, is32, i * m + j);
-            if (x - x != 0.0) x = 0.0; /* infinity or NaN */
-            int64_t s = shift_of(code[j], K * W);
-            /* a conversion to int64 truncates toward zero (|r| < 2^62 here) */
-            if (K == 1) {
-                words[j] += (int64_t)scale(x, s);
-            } else {
-                double r = scale(x, s - W);
-                int64_t w = (int64_t)r;
-                words[j] += w;
-                words[m + j] += (int64_t)((r - (double)w) * wW);
-            }
+    for (Py_ssize_t j = 0; j < m; j++) { /* the scaling of each element, once for all rows */
+        int64_t t = shift_of(code[j], K * W) - (K == 2 ? W : 0);
+        int64_t h = t / 2;
+        fa[j] = pow2(h);
+        fb[j] = pow2(t - h);
+        checked |= code[j] >= NONFINITE;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        if (is32) {
+            const float *row = (const float *)rows + i * m;
+            ENCODE_ROW((double)row[j])
+        } else {
+            const double *row = (const double *)rows + i * m;
+            ENCODE_ROW(row[j])
         }
+    }
 }
 
 static inline int bitlen(uint64_t v) { return v ? 64 - __builtin_clzll(v) : 0; }
@@ -154,9 +168,12 @@ static PyObject *py_encode(PyObject *self, PyObject *const *args, Py_ssize_t n) 
     int is32 = PyObject_IsTrue(args[3]);
     int64_t W = PyLong_AsLongLong(args[5]), K = PyLong_AsLongLong(args[6]);
     if (PyErr_Occurred() || buffers(objs, 3, v, wr) < 0) return NULL;
+    double *scratch = PyMem_RawMalloc(2 * (size_t)(m > 0 ? m : 1) * sizeof(double));
+    if (scratch == NULL) { release(v, 3); return PyErr_NoMemory(); }
     Py_BEGIN_ALLOW_THREADS
-    do_encode(v[0].buf, is32, k, m, (const int16_t *)v[1].buf, W, K, (int64_t *)v[2].buf);
+    do_encode(v[0].buf, is32, k, m, (const int16_t *)v[1].buf, W, K, (int64_t *)v[2].buf, scratch, scratch + m);
     Py_END_ALLOW_THREADS
+    PyMem_RawFree(scratch);
     release(v, 3);
     Py_RETURN_NONE;
 }
@@ -188,11 +205,14 @@ static PyObject *py_local(PyObject *self, PyObject *const *args, Py_ssize_t n) {
     int is32 = PyObject_IsTrue(args[3]);
     int64_t W = PyLong_AsLongLong(args[4]), K = PyLong_AsLongLong(args[5]);
     if (PyErr_Occurred() || buffers(objs, 4, v, wr) < 0) return NULL;
+    double *scratch = PyMem_RawMalloc(2 * (size_t)(m > 0 ? m : 1) * sizeof(double));
+    if (scratch == NULL) { release(v, 4); return PyErr_NoMemory(); }
     Py_BEGIN_ALLOW_THREADS
     do_codes(v[0].buf, is32, k, m, (int16_t *)v[1].buf);
-    do_encode(v[0].buf, is32, k, m, (const int16_t *)v[1].buf, W, K, (int64_t *)v[2].buf);
+    do_encode(v[0].buf, is32, k, m, (const int16_t *)v[1].buf, W, K, (int64_t *)v[2].buf, scratch, scratch + m);
     do_decode((const int64_t *)v[2].buf, (const int16_t *)v[1].buf, m, W, K, is32, v[3].buf);
     Py_END_ALLOW_THREADS
+    PyMem_RawFree(scratch);
     release(v, 4);
     Py_RETURN_NONE;
 }
