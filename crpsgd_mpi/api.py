@@ -163,7 +163,7 @@ def _attempt(path: str | Path, check: Callable[[], object]) -> InputError | None
         check()
     except InputError as exc:
         return exc
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return InputError("resume", str(path), f"cannot be resumed ({type(exc).__name__}: {exc})")
     return None
 
