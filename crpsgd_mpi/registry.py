@@ -38,9 +38,9 @@ class Registry(Generic[T]):
 
         def add(item: T) -> T:
             if params is not None:
-                item.params = tuple(params)  # type: ignore[attr-defined]
+                item.params = tuple(params)  # type: ignore[attr-defined]  # any class or function takes attributes
             if owns is not None:
-                item.owns = tuple(owns)  # type: ignore[attr-defined]
+                item.owns = tuple(owns)  # type: ignore[attr-defined]  # any class or function takes attributes
             if not name or name != name.strip() or any(c.isspace() for c in name):
                 raise ValueError(f"{self.kind} name {name!r}: must be a non-empty word")
             if name in self._items and self._items[name] is not item and not replace:

@@ -538,6 +538,14 @@ def _columns(g: h5py.Group, name: str) -> dict[str, np.ndarray]:
 read_trace = load_trace
 
 
+def equal_iterates(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Whether two traces' final iterates (`Trace.x`, None unless complete) are equal bit for bit, as
+    `np.array_equal` compares them: two missing ones are equal, a missing and a present one are not."""
+    if a is None or b is None:
+        return a is b
+    return bool(np.array_equal(a, b))
+
+
 def _append(g: h5py.Group, columns: Mapping[str, np.ndarray]) -> None:
     """Append equal-length columns to the datasets of group g; a column that a trace of an earlier schema lacks
     (rounds/gamma) is created, NaN for the rows before."""

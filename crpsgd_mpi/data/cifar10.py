@@ -154,7 +154,7 @@ def _read_records(path: Path, local: np.ndarray, dest: np.ndarray, records: np.n
         with open(path, "rb") as fh:
             if local.size == count and local[0] == 0 and local[-1] == count - 1:
                 block = np.empty((count, RECORD), dtype=np.uint8)
-                if fh.readinto(memoryview(block).cast("B")) != block.nbytes:
+                if fh.readinto(block.data.cast("B")) != block.nbytes:
                     raise EOFError("file shrank while reading")
                 records[dest] = block
                 return
