@@ -38,7 +38,7 @@ help:
 	@echo "make figures  run every experiment family without a complete trace, then draw figures/ and the table"
 	@echo "make figures-deep  the second experiment: ResNet20 on Fashion-MNIST, N = 8 (about 20 minutes here; installs torch)"
 	@echo "make bench    performance ratios (kernel vs DRAM read, simulator vs raw mpi4py and numpy loops, local vs MPI, schedule cost vs rho, the three reductions per round, N workers on 2 ranks vs N ranks)"
-	@echo "make lint     ruff"
+	@echo "make lint     ruff, then mypy over the package (installs torch: the networks' code is checked against its types)"
 	@echo "make docs     the documentation (Sphinx) into docs/_build/html, and its doctests; warnings are errors"
 
 $(STAMP): setup.cfg setup.py crpsgd_mpi/mpienv.py
@@ -114,8 +114,11 @@ figures-deep: $(STAMP) $(TORCH_STAMP) data
 bench: $(STAMP)
 	$(ACTIVATE) python -m crpsgd_mpi.bench --json bench.json
 
-lint: $(STAMP)
+# mypy's settings are in setup.cfg ([mypy]); the lint extra brings it and the stubs of scipy, pandas and tqdm. torch
+# ships its own types but is not in the base environment: without it mypy could not follow the networks' code.
+lint: $(STAMP) $(TORCH_STAMP)
 	$(BIN)/ruff check crpsgd_mpi tests experiments benchmarks docs
+	$(BIN)/mypy crpsgd_mpi
 
 # The site, then the examples in its pages and in the API's docstrings (the doctest builder reuses the parsed pages).
 # Warnings are errors; --keep-going reports all of them before failing.
@@ -126,4 +129,4 @@ docs: $(STAMP) $(DOCS_STAMP)
 	@echo "docs: open docs/_build/html/index.html"
 
 clean:
-	rm -rf .venv .venv-mpich .venv-sysmpi *.egg-info .pytest_cache .ruff_cache docs/_build
+	rm -rf .venv .venv-mpich .venv-sysmpi *.egg-info .pytest_cache .ruff_cache .mypy_cache docs/_build

@@ -59,7 +59,7 @@ def _say_input_error(exc: InputError, is_root: bool) -> None:
     if is_root:
         where = f" (rank {exc.rank})" if exc.rank is not None else ""
         say(f"crpsgd_mpi: error{where}: {exc}")
-    exc.reported = True  # type: ignore[attr-defined]
+    exc.reported = True
 
 
 def plugin_list(value: Any) -> list[str]:
@@ -118,7 +118,7 @@ def execute_resume(path: str | Path, options: Mapping[str, Any], print_summary: 
             stall = given.get("stall_timeout", Config.__dataclass_fields__["stall_timeout"].default)
             backend = make_backend("mpi", None, "ordered", float(stall))
             point, cfg = _shared_resume_point(backend, path, given)
-            backend.reduction = cfg.reduction  # type: ignore[attr-defined]
+            backend.reduction = cfg.reduction
         else:
             point = read_resume_point(path)
             cfg = resumed_config(point, given)
@@ -163,7 +163,7 @@ def _attempt(path: str | Path, check: Callable[[], object]) -> InputError | None
         check()
     except InputError as exc:
         return exc
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return InputError("resume", str(path), f"cannot be resumed ({type(exc).__name__}: {exc})")
     return None
 

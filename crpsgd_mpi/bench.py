@@ -13,8 +13,9 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,7 +23,7 @@ import scipy.sparse as sp
 from .launch import run_job
 from .problems import dense_minibatch_grads, sparse_minibatch_grad
 from .schedules import BatchSchedule, Geometric
-from .trace import read_trace
+from .trace import equal_iterates, read_trace
 
 REPO = Path(__file__).resolve().parents[1]
 ALGORITHMS = ("cr-psgd", "psgd", "local-sgd", "catalyst")
@@ -32,6 +33,8 @@ SCHEDULE_RHOS = (1.0001, 1.01, 1.5)
 SCALE = {"N1024": ["--backend", "local", "--workers", "1024"],
          "N10000": ["--backend", "local", "--workers", "10000", "--samples", "1000000"]}
 SCALE_QUICK = {"N64": ["--backend", "local", "--workers", "64", "--samples", "2000", "--T", "300"]}
+#: The results as the report reads them back (bench.json's object): nested records of varying shape, read by key.
+Record = Mapping[str, Any]
 
 
 def stats(values: Sequence[float]) -> dict[str, float]:
@@ -65,6 +68,7 @@ def kernel_rates(rows: int, repeats: int, d: int = 785, d_sparse: int = 47236) -
     x, out = rng.standard_normal((1, d)), np.empty((1, d))
     dense = timed(lambda: dense_minibatch_grads(Xb, yb, x, out), repeats)
     S = sp.random(rows, d_sparse, density=47 / d_sparse, format="csr", random_state=0)
+    assert isinstance(S, sp.csr_matrix)  # format="csr"
     xs, outs = rng.standard_normal(d_sparse), np.empty(d_sparse)
     sparse = timed(lambda: sparse_minibatch_grad(S, yb[0], xs, outs), repeats)
     s_bytes = S.data.nbytes + S.indices.nbytes + S.indptr.nbytes
@@ -233,7 +237,7 @@ def local_vs_mpi(n: int, T: int, algorithm: str, repeats: int, tmp: Path) -> dic
             raise RuntimeError(res.stderr)
     a, b = read_trace(loc), read_trace(mpi)
     same = all(np.array_equal(a.rounds[c], b.rounds[c]) for c in ("round", "sfo", "batch_size", "stage", "bytes"))
-    same = same and np.array_equal(a.evals["loss"], b.evals["loss"]) and np.array_equal(a.x, b.x)
+    same = same and np.array_equal(a.evals["loss"], b.evals["loss"]) and equal_iterates(a.x, b.x)
     return {"local": stats(t_local), "mpi": stats(t_mpi), "speedup": float(np.median(t_mpi) / np.median(t_local)),
             "identical": bool(same)}
 
@@ -274,12 +278,9 @@ def peak_memory(n: int, dataset: list[str], repeats: int, tmp: Path) -> dict[str
 
 def reduction_cost(n: int, T: int, data: list[str], repeats: int, tmp: Path) -> dict[str, object]:
     """Round-loop time with the ordered reduction (Iallgather + fixed-order sum) vs in-place Iallreduce."""
-    out: dict[str, object] = {}
-    for mode in ("ordered", "allreduce"):
-        out[mode] = stats([_sim(n, ["--algorithm", "psgd", "--T", str(T), *data, "--reduction", mode],
-                                tmp / f"red-{mode}.h5") for _ in range(repeats)])
-    out["ordered_over_allreduce"] = out["ordered"]["median"] / out["allreduce"]["median"]  # type: ignore[index]
-    return out
+    out = {mode: stats([_sim(n, ["--algorithm", "psgd", "--T", str(T), *data, "--reduction", mode],
+                             tmp / f"red-{mode}.h5") for _ in range(repeats)]) for mode in ("ordered", "allreduce")}
+    return {**out, "ordered_over_allreduce": out["ordered"]["median"] / out["allreduce"]["median"]}
 
 
 #: The reduction benchmark's sizes: (elements m, dtype): the default run's 51, 10^4 and 10^5 doubles, and a
@@ -336,11 +337,13 @@ def reductions(ranks: Sequence[int], sizes: Sequence[tuple[int, str]], repeats: 
                split: tuple[int, tuple[int, str]] | None, sweep: Sequence[int]) -> dict[str, object]:
     """The reduction table (MPI and in process, for every N), the split of the exact reduction (at split[0] ranks,
     size split[1]), and the GATHER_ELEMENTS sweep at every N."""
-    out: dict[str, object] = {"mpi": {}, "local": {}}
+    mpi: dict[str, object] = {}
+    local: dict[str, object] = {}
+    out: dict[str, object] = {"mpi": mpi, "local": local}
     for n in ranks:
         job = mpi_reductions(n, sizes, repeats, target, [split[1]] if split and split[0] == n else (), sweep)
-        out["mpi"][f"N{n}"] = job  # type: ignore[index]
-        out["local"][f"N{n}"] = local_reductions(n, sizes, repeats)  # type: ignore[index]
+        mpi[f"N{n}"] = job
+        local[f"N{n}"] = local_reductions(n, sizes, repeats)
         out["gather_elements"] = job["gather_elements"]
     return out
 
@@ -362,7 +365,7 @@ def placement(workers: int, few: int, args: list[str], runs: int, tmp: Path) -> 
         packed.append(_whole_run(few, [*args, "--workers", str(workers)], tmp / "packed.h5"))
         spread.append(_whole_run(workers, args, tmp / "spread.h5"))
     a, b = read_trace(tmp / "packed.h5"), read_trace(tmp / "spread.h5")
-    same = np.array_equal(a.x, b.x) and np.array_equal(a.evals["loss"], b.evals["loss"])
+    same = equal_iterates(a.x, b.x) and np.array_equal(a.evals["loss"], b.evals["loss"])
     return {"workers": workers, "ranks": few, "args": args, "packed": stats(packed), "spread": stats(spread),
             "ratio": float(np.median(spread) / np.median(packed)), "identical": bool(same)}
 
@@ -501,7 +504,7 @@ def schedule_cost(T_raw: int, T_run: int, workers: int, repeats: int, runs: int,
             own.append(_cr_psgd_round_time(args, None, tmp / "own.h5"))
             replayed.append(_cr_psgd_round_time(args, batches, tmp / "replayed.h5"))
         a, b = read_trace(tmp / "own.h5"), read_trace(tmp / "replayed.h5")
-        same = np.array_equal(a.rounds["batch_size"], b.rounds["batch_size"]) and np.array_equal(a.x, b.x)
+        same = np.array_equal(a.rounds["batch_size"], b.rounds["batch_size"]) and equal_iterates(a.x, b.x)
         med, med_replayed = float(np.median(own)), float(np.median(replayed))
         run[str(rho)] = {"rounds": len(batches), "sfo": sum(batches), "own": stats(own), "replayed": stats(replayed),
                          "rounds_per_s": len(batches) / med, "sfo_per_s": sum(batches) / med,
@@ -549,7 +552,7 @@ def _t(seconds: float) -> str:
     return f"{seconds * 1e6:.3g} us" if seconds < 1e-3 else f"{seconds * 1e3:.3g} ms"
 
 
-def reduction_report(red: dict[str, object]) -> list[str]:
+def reduction_report(red: Record) -> list[str]:
     """The reduction table, the exact reduction's steps, and the GATHER_ELEMENTS sweep."""
     mpi, local = red["mpi"], red["local"]
     lines = ["reduction, seconds per round of MPIBackend.mean (one row (1, m) a rank; median of repeats, slowest rank) "
@@ -558,16 +561,16 @@ def reduction_report(red: dict[str, object]) -> list[str]:
              "(median, in brackets the fastest repeat, and the ratios of the medians)",
              f"{'N':>3} {'m':>7} {'type':>4} {'exact':>20} {'ordered':>20} {'allreduce':>20} {'ex/allred':>9} "
              f"{'ex/ord':>7} {'path':>11} {'local exact':>12} {'local ord':>10}"]
-    for key, job in mpi.items():  # type: ignore[union-attr]
+    for key, job in mpi.items():
         for size, v in job["sizes"].items():
             m, dt = size.split(":")
             e, o, a = (v[k]["median"] for k in ("exact", "ordered", "allreduce"))
             cells = [f"{_t(v[k]['median'])} [{_t(v[k]['min'])}]" for k in ("exact", "ordered", "allreduce")]
-            loc = local[key][size]  # type: ignore[index]
+            loc = local[key][size]
             lines.append(f"{key[1:]:>3} {m:>7} {dt:>4} {cells[0]:>20} {cells[1]:>20} {cells[2]:>20} {e / a:>9.2f} "
                          f"{e / o:>7.2f} {v['exact_path']:>11} {_t(loc['exact']['median']):>12} "
                          f"{_t(loc['ordered']['median']):>10}")
-    for key, job in mpi.items():  # type: ignore[union-attr]
+    for key, job in mpi.items():
         for size, v in job["split"].items():
             total = v["total"]["median"]
             steps = [(name, v[name]["median"]) for name in ("codes", "allreduce_max", "encode", "allreduce_sum",
@@ -576,7 +579,7 @@ def reduction_report(red: dict[str, object]) -> list[str]:
             lines.append(f"exact reduction's steps at {key}, {size} ({'compiled' if v['compiled'] else 'numpy'}; mean "
                          f"over ranks, median of repeats): " + ", ".join(f"{name} {_t(t)}" for name, t in steps)
                          + f"; total {_t(total)}: steps {c / total:.0%}, collectives {1 - c / total:.0%}")
-    for key, job in mpi.items():  # type: ignore[union-attr]
+    for key, job in mpi.items():
         if not job["sweep"]:
             continue
         n = int(key[1:])
@@ -588,29 +591,29 @@ def reduction_report(red: dict[str, object]) -> list[str]:
     return lines
 
 
-def report(r: dict[str, object]) -> str:
+def report(r: Record) -> str:
     """The results as a printable table."""
     lines = [f"STREAM-like read bandwidth: {r['stream_read_GBps']:.1f} GB/s"]
-    for row in r["dense_sweep"]:  # type: ignore[union-attr]
+    for row in r["dense_sweep"]:
         lines.append(f"dense kernel B={row['B']} ({row['MB']:.3g} MB, {row['kernel']}): " + "; ".join(
             f"{name} {row[name]['GBps']:.1f} GB/s = {row[name]['of_read']:.0%}"
             for name in ("aligned", "misaligned", "gathered", "blas")))
-    for name, v in r["scale"].items():  # type: ignore[union-attr]
+    for name, v in r["scale"].items():
         lines.append(f"in process, {name} ({' '.join(v['args'])}): {v['cold_s']:.1f} s, peak {v['cold_MB']:.0f} MB "
                      f"computing f*; {_mm(v['warm'])}, peak {v['warm_MB']:.0f} MB with f* cached")
-    for k in r["kernels"]:  # type: ignore[union-attr]
+    for k in r["kernels"]:
         d, s = k["dense"], k["sparse"]
         lines.append(f"kernel B={k['rows']}: dense {_mm(d, 1e3, 'ms')} = {d['GBps']:.1f} GB/s "
                      f"({d['GBps'] / r['stream_read_GBps']:.0%} of read), {d['samples_per_s']:.3g} samples/s; "
                      f"sparse {_mm(s, 1e3, 'ms')} = {s['GBps']:.2f} GB/s, {s['samples_per_s']:.3g} samples/s")
-    for key, v in r["sim_vs_raw"].items():  # type: ignore[union-attr]
+    for key, v in r["sim_vs_raw"].items():
         lines.append(f"simulator vs raw mpi4py loop {key} ({v['rounds']} rounds): {_mm(v['sim'])} vs "
                      f"{_mm(v['raw'])} = {v['ratio']:.2f}x")
-    for algo, v in r["local_vs_mpi"].items():  # type: ignore[union-attr]
+    for algo, v in r["local_vs_mpi"].items():
         lines.append(f"in process vs mpiexec, {algo}: {_mm(v['local'])} vs {_mm(v['mpi'])} = {v['speedup']:.1f}x; "
                      f"traces identical: {v['identical']}")
     for key, name in (("growth_T", "T"), ("growth_N", "N")):
-        for algo, g in r[key].items():  # type: ignore[union-attr]
+        for algo, g in r[key].items():
             lines.append(f"time vs {name}, {algo}: exponent {g['exponent']:.2f} "
                          f"({', '.join(f'{s:.3g}' for s in g['s'])} s)")
     m = r["memory"]
@@ -631,18 +634,18 @@ def report(r: dict[str, object]) -> str:
     pc = r["progress_cost"]
     lines.append(f"progress line, PSGD B=1 in process, {pc['T']} rounds: {_mm(pc['with'])} with vs {_mm(pc['without'])} "
                  f"without = {pc['ratio']:.3f}x")
-    lines += reduction_report(r["reductions"])  # type: ignore[arg-type]
+    lines += reduction_report(r["reductions"])
     return "\n".join(lines + rates_report(r))
 
 
-def rates_report(r: dict[str, object]) -> list[str]:
+def rates_report(r: Record) -> list[str]:
     """Virtual workers on few ranks, and rounds/s against the raw mpi4py and numpy loops."""
     lines = []
     pl = r["placement"]
     lines.append(f"whole job, {pl['workers']} workers on {pl['ranks']} ranks vs one rank a worker "
                  f"({' '.join(pl['args']) or 'default run'}): {_mm(pl['packed'])} vs {_mm(pl['spread'])} = "
                  f"{pl['ratio']:.2f}x; traces identical: {pl['identical']}")
-    for v in r["round_rates"].values():  # type: ignore[union-attr]
+    for v in r["round_rates"].values():
         rate = {k: v[k]["median"] for k in ("sim_local", "sim_mpi", "raw_mpi", "numpy")}
         line = (f"PSGD B=1, N={v['N']}, d={v['d']}, rounds/s (median): simulator in process {rate['sim_local']:.4g}, "
                 f"numpy loop {rate['numpy']:.4g} ({v['numpy_over_sim_local']:.2f}x); simulator on {v['N']} ranks "
@@ -667,11 +670,12 @@ def main(argv: list[str] | None = None) -> int:
     reps, runs = (3, 1) if q else (9, 3)
     T = 300 if q else 10_000
     r: dict[str, object] = {"quick": q}
-    r["stream_read_GBps"] = stream_read_bandwidth(1 << (22 if q else 28), reps) / 1e9  # 256 MiB: past the caches
+    read_GBps = stream_read_bandwidth(1 << (22 if q else 28), reps) / 1e9  # 256 MiB: past the caches
+    r["stream_read_GBps"] = read_GBps
     r["kernels"] = [kernel_rates(64, reps * 20), kernel_rates(1024 if q else 32768, reps)]
     llc_rows = math.ceil(1.5 * llc_bytes() / (8 * 785))  # past the LLC
     sweep = [1, 64, 4096] if q else [*(4 ** i for i in range(9)), 1 << 17, 1 << (llc_rows - 1).bit_length()]
-    r["dense_sweep"] = dense_sweep(sorted(set(min(b, 1 << 18) for b in sweep)), reps, r["stream_read_GBps"])
+    r["dense_sweep"] = dense_sweep(sorted(set(min(b, 1 << 18) for b in sweep)), reps, read_GBps)
     real = ["--dataset", "fashion-mnist"] if FMNIST.exists() and not q else ["--samples", "2000"]
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)

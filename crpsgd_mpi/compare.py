@@ -185,13 +185,14 @@ def compare(paths: list[str], out: str, x: str = "sfo", y: str = "auto", eps: fl
     labels, legend_title, order = label_groups(groups)
     net = NETWORKS[NETWORK_NAMES[network]]
     xs: dict[int, np.ndarray] = {}
-    sources, cache, costs = set(), {}, set()
+    sources, costs = set(), set()
+    cache: dict[int, float] = {}
     for tr in traces:
         if x == "time":
-            s, source = seconds_per_sfo(tr, sfo_seconds, cache)
+            seconds, source = seconds_per_sfo(tr, sfo_seconds, cache)
             sources.add(source)
-            costs.add(s)
-            xs[id(tr)] = eval_times(tr, net, s)
+            costs.add(seconds)
+            xs[id(tr)] = eval_times(tr, net, seconds)
         else:
             xs[id(tr)] = tr.evals["sfo" if x == "sfo" else "round"].to_numpy(np.float64)
     summaries = [summarize(g, metric.column, math.nan, metric.rising) for g in groups]

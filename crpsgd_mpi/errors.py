@@ -15,6 +15,9 @@ class InputError(ValueError):
     not printable (a line break among them) is shown as '?': the message is one line whatever the input holds.
     `rank` is the MPI rank that found it when only some processes did."""
 
+    #: set once the error has been said to the user (the command line then does not say it again)
+    reported: bool = False
+
     def __init__(self, field: str, value: object, reason: str, rank: int | None = None) -> None:
         self.field = field
         self.value = value

@@ -173,6 +173,7 @@ def evaluation_budget(T: int, n_workers: int, n_train: int, n_test: int, eval_po
         e = min(e0, free)
     elif t is None:
         t = min(t0, free)
+    assert e is not None and t is not None  # every branch above set the one not given
     if eval_samples is None:
         e = max(N, e // N * N)  # n_train >= N: a run has at least one training sample per worker
     if test_samples is None:

@@ -6,6 +6,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 class Network(NamedTuple):
@@ -38,7 +39,7 @@ def allreduce_time(nbytes: float, n: int, net: Network, algorithm: str = "ring")
     raise ValueError(f"unknown allreduce algorithm {algorithm!r}")
 
 
-def modelled_times(sfo: np.ndarray, nbytes: np.ndarray, n: int, net: Network, seconds_per_sfo: float,
+def modelled_times(sfo: ArrayLike, nbytes: ArrayLike, n: int, net: Network, seconds_per_sfo: float,
                    algorithm: str = "ring") -> np.ndarray:
     """Cumulative modelled time after each round: the round's SFO per worker (workers compute in
     parallel) times `seconds_per_sfo`, plus one Allreduce of the round's bytes."""

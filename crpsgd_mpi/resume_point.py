@@ -97,7 +97,7 @@ def read_resume_point(path: str | Path) -> ResumePoint:
         raise
     except _BadHeader as exc:
         raise refuse(f"cannot be read as a trace ({exc})") from None
-    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file is named in one line, whatever it holds
+    except Exception as exc:  # a damaged or foreign file is named in one line, whatever it holds
         raise refuse(f"cannot be read as a trace ({type(exc).__name__}: {exc})") from None
 
 
@@ -178,6 +178,8 @@ def resumed_config(point: ResumePoint, given: dict[str, Any]) -> Config:
             raise
         raise InputError("resume", str(point.path), f"its recorded run configuration is not valid ({exc})") from None
     if point.checkpoint is not None:
+        if cfg.eval_points is None:  # a run records the points it used; without them the plan (numpy) raised this
+            raise TypeError(f"the run recorded in {point.path} has no eval_points to check its checkpoint's plan by")
         try:
             point.checkpoint.check_plan(cfg.T, cfg.eval_points)
         except DamagedCheckpoint as exc:

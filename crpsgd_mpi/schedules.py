@@ -203,7 +203,7 @@ class BatchSchedule(ABC):
                 if i >= EXACT_STAGES:
                     break
                 used, largest = used + b, max(largest, b)
-        except Exception:  # noqa: BLE001 - an adaptive plug-in's sizes() may refuse to be walked
+        except Exception:  # an adaptive plug-in's sizes() may refuse to be walked
             pass
         return max(budget, 1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .netmodel import Network, allreduce_time
 from .seeding import Stream, rng_for
@@ -128,14 +129,14 @@ def round_compute_times(model: ComputeModel, work: np.ndarray, n: int, seed: int
     return _scaled(model, work, delay_quantile(model, umax))
 
 
-def comm_times(nbytes: np.ndarray, n: int, net: Network, algorithm: str = "ring") -> np.ndarray:
+def comm_times(nbytes: ArrayLike, n: int, net: Network, algorithm: str = "ring") -> np.ndarray:
     """One Allreduce per round (`netmodel.allreduce_time`), evaluated once per distinct payload."""
     values, inverse = np.unique(np.asarray(nbytes), return_inverse=True)
     per_value = np.array([allreduce_time(float(b), n, net, algorithm) for b in values])
     return per_value[inverse.reshape(-1)] if values.size else np.zeros(0)
 
 
-def retime(sfo: np.ndarray, nbytes: np.ndarray, n: int, net: Network, model: ComputeModel, seed: int = 0,
+def retime(sfo: ArrayLike, nbytes: ArrayLike, n: int, net: Network, model: ComputeModel, seed: int = 0,
            algorithm: str = "ring") -> np.ndarray:
     """Cumulative modelled time after each round: the slowest worker's compute for the round's SFO per
     worker (the diff of the cumulative `sfo`; local SGD's H steps of batch b included) plus one Allreduce."""
@@ -144,7 +145,7 @@ def retime(sfo: np.ndarray, nbytes: np.ndarray, n: int, net: Network, model: Com
     return np.cumsum(round_compute_times(model, work, n, seed) + comm_times(nbytes, n, net, algorithm))
 
 
-def times_at(round_ids: np.ndarray, cumulative: np.ndarray, eval_rounds: np.ndarray) -> np.ndarray:
+def times_at(round_ids: ArrayLike, cumulative: np.ndarray, eval_rounds: ArrayLike) -> np.ndarray:
     """Modelled time at each evaluation: that of the row of `round_ids` (rounds/round) equal to its round;
     round 0 is the start (time 0)."""
     eval_rounds = np.asarray(eval_rounds, dtype=np.int64)

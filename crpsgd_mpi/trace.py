@@ -484,7 +484,7 @@ def load_trace(path: str | Path) -> Trace:
         raise
     except OSError as exc:
         raise TraceError(path, f"not a readable HDF5 file: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes h5py, numpy or pandas raise
+    except Exception as exc:  # whatever a damaged file makes h5py, numpy or pandas raise
         raise TraceError(path, f"damaged ({type(exc).__name__}: {exc})") from None
     if not isinstance(attrs["status"], str) or attrs["status"] not in STATUSES:
         raise TraceError(path, f"its status {attrs['status']!r} is not one of {', '.join(STATUSES)}")
@@ -536,6 +536,14 @@ def _columns(g: h5py.Group, name: str) -> dict[str, np.ndarray]:
 
 
 read_trace = load_trace
+
+
+def equal_iterates(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Whether two traces' final iterates (`Trace.x`, None unless complete) are equal bit for bit, as
+    `np.array_equal` compares them: two missing ones are equal, a missing and a present one are not."""
+    if a is None or b is None:
+        return a is b
+    return bool(np.array_equal(a, b))
 
 
 def _append(g: h5py.Group, columns: Mapping[str, np.ndarray]) -> None:

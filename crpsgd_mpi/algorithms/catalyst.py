@@ -36,6 +36,11 @@ class Catalyst(Algorithm):
     """
 
     owns = ("schedule", "gamma", "theta")
+    # set by run(), read by state(): the stage in progress (or the next one), its inner CR-PSGD (None between
+    # stages) and its anchor y_{k-1} (or y_k between stages)
+    _k: int
+    _inner: CRPSGD | None
+    _y: np.ndarray
 
     def __init__(self, N: int, T: int, schedule: BatchSchedule, gamma: float, theta: float) -> None:
         self.K, self.inner_T = catalyst_counts(N, T)

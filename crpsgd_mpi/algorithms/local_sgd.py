@@ -86,6 +86,7 @@ class LocalSGD(Algorithm):
             if payload is None:
                 x = workers.average(models).copy()
             else:  # the buffers ride in the same round as the models
+                assert opt.velocity is not None  # share: momentum > 0, so step() has made the buffer
                 payload[:, :d] = models
                 payload[:, d:] = opt.velocity
                 mean = workers.average(payload)

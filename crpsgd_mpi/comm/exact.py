@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Protocol, overload
 
 import numpy as np
 
@@ -46,7 +46,11 @@ def words_for(dtype: np.dtype) -> int:
     return 1 if np.dtype(dtype).itemsize <= 4 else 2
 
 
-def _pow2(e: np.ndarray) -> np.ndarray:
+@overload
+def _pow2(e: np.int64) -> np.float64: ...
+@overload
+def _pow2(e: np.ndarray) -> np.ndarray: ...
+def _pow2(e: np.ndarray | np.int64) -> np.ndarray | np.float64:
     """2^e as float64 for integer e in [-1022, 1023], built from its bits (exact, and faster than ldexp)."""
     return ((e + 1023) << 52).view(np.float64)
 
@@ -58,7 +62,19 @@ def _scale_factors(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _pow2(h), _pow2(t - h)
 
 
-_compiled: Any
+class CompiledSteps(Protocol):
+    """What the compiled module `_exact` provides (typed in _exact.pyi): the steps below in C, the same bits."""
+
+    def codes(self, rows: np.ndarray, k: int, m: int, is32: bool, code: np.ndarray, /) -> None: ...
+    def encode(self, rows: np.ndarray, k: int, m: int, is32: bool, code: np.ndarray, W: int, K: int,
+               words: np.ndarray, /) -> None: ...
+    def decode(self, words: np.ndarray, code: np.ndarray, m: int, W: int, K: int, is32: bool, out: np.ndarray,
+               /) -> None: ...
+    def local(self, rows: np.ndarray, k: int, m: int, is32: bool, W: int, K: int, code: np.ndarray,
+              words: np.ndarray, out: np.ndarray, /) -> None: ...
+
+
+_compiled: CompiledSteps | None
 try:
     if os.environ.get("CRPSGD_EXACT") == "numpy":  # tests compare the two implementations' traces
         raise ImportError

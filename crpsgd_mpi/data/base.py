@@ -99,7 +99,7 @@ def to_storage(X: Matrix, storage: str) -> Matrix:
     return sp.csr_matrix(X) if sp.issparse(X) else np.ascontiguousarray(X, dtype=np.float64)
 
 
-def _density(X: sp.spmatrix) -> float:
+def _density(X: sp.csr_matrix) -> float:
     cells = X.shape[0] * X.shape[1]
     return X.nnz / cells if cells else 1.0
 

@@ -12,14 +12,14 @@ import numpy as np
 
 from ..errors import InputError
 from ..seeding import Stream, rng_for
-from .cifar10 import CIFAR10_MEAN, CIFAR10_STD, Cifar10Layout, count_rows, find_cifar10, read_cifar10
+from .cifar10 import CIFAR10_MEAN, CIFAR10_STD, Cifar10Layout, Split, count_rows, find_cifar10, read_cifar10
 from .cifar10 import normalize as normalize_images
 from .fmnist import SIDE, FashionMNISTSource
 from .loading import shard_bounds, shuffle
 
 #: Fashion-MNIST's per-channel pixel statistics (the 60000 training images, pixels in [0, 1]).
 FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)
-SPLITS = ("train", "test")
+SPLITS: tuple[Split, Split] = ("train", "test")
 
 
 class ImageSource(ABC):
@@ -31,11 +31,11 @@ class ImageSource(ABC):
     classes: int
 
     @abstractmethod
-    def n_rows(self, split: str) -> int:
+    def n_rows(self, split: Split) -> int:
         """Images in `split` ('train' or 'test')."""
 
     @abstractmethod
-    def read(self, split: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, split: Split, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 images (n, C, H, W) and int64 labels of rows `rows` of `split` (any order)."""
 
     @abstractmethod
@@ -55,10 +55,10 @@ class FashionMNISTImages(ImageSource):
     def __init__(self, folder: str) -> None:
         self._splits = {"train": FashionMNISTSource(folder, "train"), "test": FashionMNISTSource(folder, "t10k")}
 
-    def n_rows(self, split: str) -> int:
+    def n_rows(self, split: Split) -> int:
         return self._splits[split].n_rows
 
-    def read(self, split: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, split: Split, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         source = self._splits[split]
         return source.pixels(rows).reshape(rows.size, *self.shape), source.classes(rows)
 
@@ -79,10 +79,10 @@ class Cifar10Images(ImageSource):
         self.layout: Cifar10Layout = find_cifar10(folder)
         self._counts = {s: sum(count_rows(self.layout, s)) for s in SPLITS}
 
-    def n_rows(self, split: str) -> int:
+    def n_rows(self, split: Split) -> int:
         return self._counts[split]
 
-    def read(self, split: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, split: Split, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return read_cifar10(self.layout, split, rows)
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
@@ -128,9 +128,12 @@ def load_images(source: ImageSource, seed: int, n_workers: int, workers: range,
     perm, bounds = shuffle(n_train, seed), shard_bounds(n_train, n_workers)
     test_rows = test_subset(n_test, test_samples, seed)
     test_bounds = shard_bounds(test_rows.size, n_workers)
-    train, test = [], []
+    train: list[tuple[np.ndarray, np.ndarray]] = []
+    test: list[tuple[np.ndarray, np.ndarray]] = []
     if len(workers):  # each split read once for all of this process's workers (a compressed file is read whole)
-        for split, rows, cuts, parts in (("train", perm, bounds, train), ("test", test_rows, test_bounds, test)):
+        reads: tuple[tuple[Split, np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]], ...] = (
+            ("train", perm, bounds, train), ("test", test_rows, test_bounds, test))
+        for split, rows, cuts, parts in reads:
             lo, hi = cuts[workers[0]], cuts[workers[-1] + 1]
             images, labels = source.read(split, rows[lo:hi])
             images = source.normalize(images)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..experiment import load_family
+from ..trace import Trace
 from .curves import load_family_traces
 from .deep import DONE as DEEP_DONE
 from .deep import HEADER as DEEP_HEADER
@@ -98,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="deep families: also draw (and tabulate, marked 'partial') the traces still running or stopped, "
                    "to look at a study in progress; the docs page is then left as it is")
     ns = p.parse_args(argv)
-    rows, eps, made, pl, deep, verdicts = [], {}, [], [], [], []
-    stairs = {}
+    rows, made, pl, deep, verdicts = [], [], [], [], []
+    eps: dict[str, float] = {}
+    stairs: dict[str, Trace] = {}
     for fpath in sorted(ns.experiments.glob("*.toml")):
         if fpath.stem == "example":
             continue
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += table_rows(fam, groups, spsfo)
         if fam.study == "pl":
             pl.append((fam, groups, spsfo))
+        if fam.epsilon is None:  # not reached: table_rows compared the metric with it, a TypeError
+            raise TypeError(f"family {fam.name}: the results table needs its epsilon")
         eps[fam.name] = fam.epsilon
         for label in ("cr-psgd", "catalyst"):
             if label in groups and fam.name.endswith("synthetic"):

@@ -239,8 +239,8 @@ def deep_figure(name: str, fam: Any, groups: dict[str, list[Trace]], out: Path) 
                 _markers(axes[row, col], curves, c)
             seen[metric] += [cv.y for cv in _eval_curves(s, metric, "rounds")]
         for ax, column in ((axes[0, 2], "gamma"), (axes[1, 2], "batch_size")):
-            x, y = _per_round(s.traces[0], column)
-            ax.step(x, y, where="pre", color=c)
+            at, values = _per_round(s.traces[0], column)
+            ax.step(at, values, where="pre", color=c)
     what = "training loss" + (f" (eval mode, {shown[0].config.get('eval_samples')} training images)"
                               if shown[0].config.get("eval_samples") else "")
     for row, (metric, ylabel) in enumerate((("loss", what), ("test_accuracy", "test accuracy (%)"))):

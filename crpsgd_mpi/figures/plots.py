@@ -175,15 +175,15 @@ def staircase_figure(name: str, series: dict[str, Trace], out: Path, stages: int
 
 def speedup_figure(name: str, fam: Any, groups: dict[str, list[Trace]], out: Path) -> tuple[list[Path], float]:
     """Final suboptimality vs N (log-log), median and IQR over seeds, fitted slope and the -1 theory line."""
-    Ns, med, q1, q3 = [], [], [], []
+    counts, medians, lower, upper = [], [], [], []
     for traces in groups.values():
         vals = [tr.evals["suboptimality"].iloc[-1] for tr in traces]
-        Ns.append(int(traces[0].attrs["N"]))
-        med.append(np.median(vals))
-        q1.append(np.percentile(vals, 25))
-        q3.append(np.percentile(vals, 75))
-    order = np.argsort(Ns)
-    Ns, med, q1, q3 = (np.asarray(v)[order] for v in (Ns, med, q1, q3))
+        counts.append(int(traces[0].attrs["N"]))
+        medians.append(np.median(vals))
+        lower.append(np.percentile(vals, 25))
+        upper.append(np.percentile(vals, 75))
+    order = np.argsort(counts)
+    Ns, med, q1, q3 = (np.asarray(v)[order] for v in (counts, medians, lower, upper))
     slope = float(np.polyfit(np.log(Ns), np.log(med), 1)[0])
     T = int(next(iter(groups.values()))[0].attrs["T"])
     fig, ax = plt.subplots(figsize=(6, 4.5))

@@ -7,6 +7,7 @@ import math
 import os
 import warnings
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import numpy as np
 
@@ -29,9 +30,20 @@ warnings.filterwarnings("ignore", category=NumbaWarning)  # an unwritable cache 
 
 LANES = 8
 
+
+class _JitOptions(TypedDict):
+    """The options of numba.njit that this module compiles with."""
+
+    cache: bool
+    nogil: bool
+    boundscheck: bool
+    fastmath: bool
+    error_model: Literal["python", "numpy"]
+
+
 # fastmath off: no reassociation and no fused multiply-add, so the bits do not depend on the vector width or on
 # the instruction set numba compiles for (a test compiles for a generic x86-64 and compares).
-_JIT = {"cache": True, "nogil": True, "boundscheck": False, "fastmath": False, "error_model": "numpy"}
+_JIT: _JitOptions = {"cache": True, "nogil": True, "boundscheck": False, "fastmath": False, "error_model": "numpy"}
 
 
 @numba.njit(**_JIT)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from ..errors import InputError
 from ..ledger import EvalBudget, evaluation_budget
 from .base import Problem, register_problem
 from .regularizers import make_regularizer
+
+if TYPE_CHECKING:  # torch is imported when a network is built, not with this module
+    from torch import nn
 
 
 def image_source(cfg: Config) -> ImageSource:
@@ -43,7 +47,7 @@ class NetProblem(Problem):
     estimates_smoothness = False
 
     def __init__(self, cfg: Config, n_workers: int, workers: range, name: str,
-                 build: Callable[[int, int, int], object]) -> None:
+                 build: Callable[[int, int, int], nn.Module]) -> None:
         import torch
 
         from .torchnet import FlatModel
@@ -136,7 +140,8 @@ def _resnet20(cfg: Config, n_workers: int, workers: range) -> Problem:
                       lambda classes, channels, seed: resnet20(classes, channels, seed=seed))
 
 
-_resnet20.estimates_smoothness = False  # type: ignore[attr-defined]  # --gamma is refused before the data loads
+# the session reads the factory's attribute: --gamma is refused before the data loads
+_resnet20.estimates_smoothness = False  # type: ignore[attr-defined]  # an attribute a function does not declare
 
 
 @register_problem("cnn")
@@ -147,4 +152,4 @@ def _cnn(cfg: Config, n_workers: int, workers: range) -> Problem:
     return NetProblem(cfg, n_workers, workers, "cnn", lambda classes, channels, seed: cnn(classes, channels, seed=seed))
 
 
-_cnn.estimates_smoothness = False  # type: ignore[attr-defined]
+_cnn.estimates_smoothness = False  # type: ignore[attr-defined]  # an attribute a function does not declare

@@ -3,6 +3,8 @@ shapes, never by the CPU, the BLAS build, an array's alignment, the thread count
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit
@@ -77,7 +79,8 @@ def _minibatch_coef(z: np.ndarray, y: np.ndarray, batch: int) -> None:
     z *= -1.0 / batch
 
 
-def _blocked(X: np.ndarray, y: np.ndarray, v: np.ndarray, coef: object, out: np.ndarray) -> None:
+def _blocked(X: np.ndarray, y: np.ndarray, v: np.ndarray, coef: Callable[[np.ndarray, np.ndarray, int], None],
+             out: np.ndarray) -> None:
     """out = sum over blocks of block_rows(d) rows, in order, of X_blk^T c_blk, c_blk = coef(margins, y_blk, lo)
     (the numpy kernel's order for one worker or shard of any size)."""
     n, d = X.shape
@@ -87,7 +90,7 @@ def _blocked(X: np.ndarray, y: np.ndarray, v: np.ndarray, coef: object, out: np.
         hi = min(n, lo + R)
         m = hi - lo
         _margins(X[lo:hi], v, z[:m], work[:m])
-        coef(z[:m], y[lo:hi], lo)  # type: ignore[operator]
+        coef(z[:m], y[lo:hi], lo)
         _xtc(X[lo:hi], z[:m], part if lo else out, work[:m])
         if lo:
             out += part

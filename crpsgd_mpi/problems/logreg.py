@@ -176,13 +176,16 @@ def _slots(shards: list[Shard], d: int) -> tuple[np.ndarray, np.ndarray, int]:
     """All dense shards in one (k * slot, d) array, shard i in rows i*slot.. with slot the largest shard; zero rows
     pad the shorter ones. Shards that already lie so (one shard; equal shards loaded as one matrix) are not copied."""
     slot = max(s.n for s in shards)
-    X = _consecutive([s.X for s in shards], slot)
+    parts = [s.X for s in shards if isinstance(s.X, np.ndarray)]
+    if len(parts) < len(shards):
+        raise TypeError("only dense shards are laid out in slots")
+    X = _consecutive(parts, slot)
     y = _consecutive([s.y for s in shards], slot)
     if X is not None and y is not None:
         return X, y, slot
     X, y = np.empty((slot * len(shards), d)), np.ones(slot * len(shards))
-    for i, s in enumerate(shards):
-        X[i * slot:i * slot + s.n] = s.X
+    for i, (s, part) in enumerate(zip(shards, parts, strict=True)):
+        X[i * slot:i * slot + s.n] = part
         X[i * slot + s.n:(i + 1) * slot] = 0.0
         y[i * slot:i * slot + s.n] = s.y
     return X, y, slot
@@ -211,6 +214,10 @@ def _consecutive(parts: list[np.ndarray], rows: int) -> np.ndarray | None:
 class _BatchBuffers:
     """Preallocated gather buffers and their views for `k` workers' batches of one size (storage grows, never
     shrinks)."""
+
+    _Xs: np.ndarray
+    _idxs: np.ndarray
+    _ys: np.ndarray
 
     def __init__(self, d: int, batch: int, k: int, previous: _BatchBuffers | None = None) -> None:
         n = k * batch

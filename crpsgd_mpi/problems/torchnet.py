@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def _pack(tensors: list[torch.Tensor]) -> torch.Tensor:
+def _pack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """One new contiguous float32 tensor holding `tensors` in order; each tensor's storage is rebound to
     its slice (tensor.data = view), so the module keeps working on the flat storage."""
     flat = torch.empty(sum(t.numel() for t in tensors), dtype=torch.float32)
@@ -88,7 +90,7 @@ class FlatModel:
         return self.buffers
 
     @staticmethod
-    def _slices(tensors: list[torch.Tensor]) -> list[tuple[torch.Tensor, int, int]]:
+    def _slices(tensors: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, int, int]]:
         out, offset = [], 0
         for t in tensors:
             out.append((t, offset, offset + t.numel()))
