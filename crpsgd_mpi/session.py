@@ -30,9 +30,9 @@ from .config import DEFAULT_EVAL_POINTS, Config
 from .errors import AlgorithmError, Diverged, InputError, Interrupted
 from .fstar_cache import cache_path, cached_optimum
 from .ledger import EvalPlan, Ledger
-from .monitor import Monitor
 from .optim import UpdateRule
 from .outcome import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, say_to_launcher, silences_output
+from .pipeline import Checkpoints, DivergenceGuard, Evaluation, FaultInjection, Pipeline, ProgressLine, TraceFlush
 from .problems import PROBLEMS, Problem
 from .progress import Progress
 from .registry import DATASETS
@@ -237,7 +237,7 @@ class Run:
         self.p, self.cfg, self.backend = prepared, prepared.cfg, prepared.backend
         self.N = self.backend.n_workers
         self.writer: TraceWriter | None = None
-        self.monitor: Monitor | None = None
+        self.trace: TraceFlush | None = None  # the rows recorded, once the round pipeline exists
         self.progress = progress if self.backend.is_root else False
         self._trace_lock = threading.Lock()  # the supervisor marks the trace while the main thread may create it
 
@@ -288,33 +288,45 @@ class Run:
         progress = Progress(cfg.T, file=self.progress if not isinstance(self.progress, bool) else None) \
             if self.progress else None
         plan = EvalPlan(cfg.T, cfg.eval_points)
-        self.monitor = Monitor(workers, ledger, plan, self.writer, f_star, fault=cfg.fault_point(), progress=progress)
-        workers.on_round = self.monitor
+        evaluation = Evaluation(workers, ledger, plan, f_star, progress)
+        self.trace = TraceFlush(ledger, evaluation, self.writer)
         ledger.restart_clock()
         state = None
         if point is not None and point.checkpoint is not None:
-            point.checkpoint.restore(workers, ledger, plan, self.monitor)
+            point.checkpoint.restore(workers, ledger, plan, evaluation, self.trace)
             state = point.checkpoint.algorithm_state(workers)
-        checkpointer = Checkpointer(cfg.checkpoint_plan(), workers, ledger, plan, self.monitor, algorithm)
-        if checkpointer.kind != "off":  # nothing is called after each round otherwise
-            self.monitor.after_round = checkpointer.after_round
+        checkpointer = Checkpointer(cfg.checkpoint_plan(), workers, ledger, plan, evaluation, self.trace, algorithm)
+        workers.on_round = self._pipeline(workers, evaluation, self.trace, checkpointer, progress)
         if state is None:
-            self.monitor.evaluate(x0)
+            evaluation.evaluate(x0)
             x = algorithm.run(workers, x0)
         else:
             x = algorithm.run(workers, x0, resume=state)  # type: ignore[call-arg]
         x = returned_point(cfg.algorithm, x, x0)
-        loss, gn = self.monitor.evaluate(x)
-        test = self.monitor.last_test
+        loss, gn = evaluation.evaluate(x)
+        test = evaluation.last_test
         if progress is not None:
             progress.close(ledger)
         self.backend.close()
         self._claim_or_wait()
         self._finish("complete", x, None)
         values = {"loss": loss, "grad_norm_sq": gn, "f_star": f_star, "constants": constants, "problem": problem,
-                  "ledger": ledger, "eval_time": self.monitor.eval_time, "wall_time": ledger.elapsed(), "test": test,
-                  "start_loss": self.monitor.first_loss}
+                  "ledger": ledger, "eval_time": evaluation.eval_time, "wall_time": ledger.elapsed(), "test": test,
+                  "start_loss": evaluation.first_loss}
         return Outcome("complete", EXIT_OK, self._path(), values=values)
+
+    def _pipeline(self, workers: Workers, evaluation: Evaluation, trace: TraceFlush, checkpointer: Checkpointer,
+                  progress: Progress | None) -> Pipeline:
+        """The hooks called after every round, in this order (pipeline.py has them; a new one goes in this list)."""
+        ledger = workers.ledger
+        return Pipeline([
+            FaultInjection(self.cfg.fault_point(), workers.backend.local_workers, ledger),
+            DivergenceGuard(ledger),  # before anything evaluates or writes the iterate
+            evaluation,  # at the planned points; before the flush that writes its row
+            ProgressLine(progress, ledger),
+            trace,  # the rows into the trace, now and then
+            Checkpoints(checkpointer),  # after the flush: a checkpoint matches every row written
+        ])
 
     def _attrs(self, constants: dict[str, Any], f_star: float | None) -> dict[str, Any]:
         cfg, problem = self.cfg, self.p.problem
@@ -356,24 +368,25 @@ class Run:
         try:
             if self.writer is not None:
                 self.writer.last_words()
-            if self.monitor is not None:
+            if self.trace is not None:
                 try:
-                    self.monitor.flush()
+                    self.trace.flush()
                 except TraceWriteError:
                     if status == "complete":
                         raise
-                    kept = self.monitor.rounds_written
-                    note = (f"; rounds {kept + 1}-{self.monitor.ledger.rounds} could not be written: "
+                    kept = self.trace.rounds_written
+                    note = (f"; rounds {kept + 1}-{self.trace.ledger.rounds} could not be written: "
                             f"the trace keeps rounds 1-{kept}")
             if self.writer is None:
                 return note
             extra: dict[str, Any] = {}
-            if self.monitor is not None:
-                led = self.monitor.ledger
+            if self.trace is not None:
+                led = self.trace.ledger
                 extra = {"rounds_total": led.rounds, "sfo_per_worker": led.sfo, "unspent_sfo": self.cfg.T - led.sfo,
-                         "bytes_per_rank": led.bytes, "wall_time": led.elapsed(), "eval_time": self.monitor.eval_time}
+                         "bytes_per_rank": led.bytes, "wall_time": led.elapsed(),
+                         "eval_time": self.trace.evaluation.eval_time}
                 if note:
-                    extra["rounds_written"] = self.monitor.rounds_written
+                    extra["rounds_written"] = self.trace.rounds_written
             if message:
                 extra["message"] = message + note
             self.writer.finish(status, x, extra)
@@ -388,8 +401,8 @@ class Run:
             self._mark(status, message, by_launcher)
 
     def _mark(self, status: str, message: str, by_launcher: bool) -> None:
-        if self.monitor is not None and not message.startswith("rank "):
-            message += f" (after round {self.monitor.ledger.rounds})"
+        if self.trace is not None and not message.startswith("rank "):
+            message += f" (after round {self.trace.ledger.rounds})"
         where = ""
         try:
             note = self._finish(status, None, message)
