@@ -24,24 +24,32 @@ if TYPE_CHECKING:
 
 
 class Ending:
-    """The end of a run of budget T on this process, decided once: the first to `claim` it (the main thread when
-    the run is over or fails; under MPI the supervisor thread, on a signal, a failure report, a lost rank or a
-    stall) ends the job, and nobody else marks the trace. The Run opens its trace through it and gives it the rows
-    it records, so that whoever ends the job marks the trace with what the run has done."""
+    """The end of the job on this process, decided once: the first to `claim` it (the main thread when the run is
+    over or fails; under MPI the supervisor thread, on a signal, a failure report, a lost rank or a stall) ends the
+    job, and nobody else marks the trace. The backend holds one from its start (`Backend.ending`: its supervisor is
+    handed it); a Run `begin`s it, opens its trace through it and gives it the rows it records, so that whoever ends
+    the job marks the trace with what the run has done."""
 
-    def __init__(self, backend: Backend, T: int) -> None:
-        self.backend, self.T = backend, T
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.T = 0
         self.writer: TraceWriter | None = None
         self.rows: TraceFlush | None = None  # the rows the run records, once its round pipeline exists
+        self._run = False  # a Run has begun: a mark goes to its trace
+        self._claim = threading.Lock()
         self._trace_lock = threading.Lock()  # the supervisor marks the trace while the main thread may create it
 
     def claim(self) -> bool:
         """True for the first caller only: that caller (main thread or supervisor) ends the job."""
-        return self.backend.claim_ending()
+        return self._claim.acquire(blocking=False)
 
     def claimed(self) -> bool:
         """True once someone has claimed the ending."""
-        return self.backend.ending()
+        return self._claim.locked()
+
+    def begin(self, T: int) -> None:
+        """A run of budget T starts: from now on a mark goes to its trace (before, it is the line only)."""
+        self.T, self._run = T, True
 
     def open_trace(self, open_trace: Callable[[], TraceWriter]) -> None:
         """Create (or reopen) the trace by `open_trace` where no mark can come between: a trace that exists can be
@@ -59,9 +67,12 @@ class Ending:
         """The trace, once it exists."""
         return self.writer.path if self.writer is not None else None
 
-    def mark(self, status: str, message: str, code: int, by_launcher: bool = False) -> None:
+    def mark(self, status: str, message: str, by_launcher: bool = False) -> None:
         """Rank 0, called once by whoever ends the job: mark the trace, say one line (straight to the user when the
-        launcher, ending the job itself, no longer relays our output)."""
+        launcher, ending the job itself, no longer relays our output). Before a run begins, only the line."""
+        if not self._run:
+            say_ended(status, message, by_launcher)
+            return
         with self._trace_lock:
             self._mark(status, message, by_launcher)
 
@@ -143,7 +154,7 @@ class Ending:
             signals.ignore()  # rank 0's abort ends this process; rank 0 says the one line, naming this rank
             backend.report_failure(message + detail, status, code)
         else:
-            self.mark(status, message + detail, code)
+            self.mark(status, message + detail)
             if backend.name == "mpi" and backend.n_workers > 1:
                 backend.abort(code)
         return Outcome(status, code, self.path(), message)

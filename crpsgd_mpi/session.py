@@ -23,7 +23,6 @@ from .algorithms.base import returned_point
 from .checkpoint import Checkpointer
 from .comm import Backend
 from .config import DEFAULT_EVAL_POINTS, Config
-from .ending import Ending
 from .errors import Diverged, InputError
 from .fstar_cache import cache_path, cached_optimum
 from .ledger import EvalPlan, Ledger
@@ -222,12 +221,12 @@ class Run:
     def __init__(self, prepared: Prepared, progress: bool | TextIO = False) -> None:
         self.p, self.cfg, self.backend = prepared, prepared.cfg, prepared.backend
         self.N = self.backend.n_workers
-        self.ending = Ending(self.backend, self.cfg.T)
+        self.ending = self.backend.ending
         self.progress = progress if self.backend.is_root else False
 
     def execute(self) -> Outcome:
         """Run to the end; the outcome on this process (failures under MPI may end the process instead)."""
-        self.backend.set_fatal(self.ending.mark)
+        self.ending.begin(self.cfg.T)
         try:
             return self._run()
         except Diverged as exc:  # every process sees the same iterate, so all of them diverge together
