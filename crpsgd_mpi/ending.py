@@ -95,33 +95,8 @@ class Ending:
         """Write the final status once; from here on the outcome is decided and signals are ignored. Returns a note
         when the last rounds could not be written (a full disk): the trace then keeps a prefix of the run."""
         signals.hold()
-        note = ""
         try:
-            if self.writer is not None:
-                self.writer.last_words()
-            if self.rows is not None:
-                try:
-                    self.rows.flush()
-                except TraceWriteError:
-                    if status == "complete":
-                        raise
-                    kept = self.rows.rounds_written
-                    note = (f"; rounds {kept + 1}-{self.rows.ledger.rounds} could not be written: "
-                            f"the trace keeps rounds 1-{kept}")
-            if self.writer is None:
-                return note
-            extra: dict[str, Any] = {}
-            if self.rows is not None:
-                led = self.rows.ledger
-                extra = {"rounds_total": led.rounds, "sfo_per_worker": led.sfo, "unspent_sfo": self.T - led.sfo,
-                         "bytes_per_rank": led.bytes, "wall_time": led.elapsed(),
-                         "eval_time": self.rows.evaluation.eval_time}
-                if note:
-                    extra["rounds_written"] = self.rows.rounds_written
-            if message:
-                extra["message"] = message + note
-            self.writer.finish(status, x, extra)
-            return note
+            return _last_words(self.writer, self.rows, self.T, status, x, message)
         finally:
             signals.ignore()
 
@@ -158,6 +133,37 @@ class Ending:
             if backend.name == "mpi" and backend.n_workers > 1:
                 backend.abort(code)
         return Outcome(status, code, self.path(), message)
+
+
+def _last_words(writer: TraceWriter | None, rows: TraceFlush | None, T: int, status: str, x: np.ndarray | None,
+                message: str | None) -> str:
+    """The trace's final write (Ending.finish): the rows still pending, then `status` with the run's counts and
+    `message`; the note of Ending.finish."""
+    note = ""
+    if writer is not None:
+        writer.last_words()
+    if rows is not None:
+        try:
+            rows.flush()
+        except TraceWriteError:
+            if status == "complete":
+                raise
+            kept = rows.rounds_written
+            note = (f"; rounds {kept + 1}-{rows.ledger.rounds} could not be written: "
+                    f"the trace keeps rounds 1-{kept}")
+    if writer is None:
+        return note
+    extra: dict[str, Any] = {}
+    if rows is not None:
+        led = rows.ledger
+        extra = {"rounds_total": led.rounds, "sfo_per_worker": led.sfo, "unspent_sfo": T - led.sfo,
+                 "bytes_per_rank": led.bytes, "wall_time": led.elapsed(), "eval_time": rows.evaluation.eval_time}
+        if note:
+            extra["rounds_written"] = rows.rounds_written
+    if message:
+        extra["message"] = message + note
+    writer.finish(status, x, extra)
+    return note
 
 
 def wait_for_the_end() -> None:
