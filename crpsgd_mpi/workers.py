@@ -36,7 +36,7 @@ class Workers:
         self.k = len(problem.shard_sizes)
         self.d = problem.dim
         self.dtype = np.dtype(problem.dtype)
-        self.on_round: RoundHook | None = None
+        self.on_round: RoundHook | None = None  # the run's round pipeline (pipeline.Pipeline)
         self._rngs = [rng_for(seed, Stream.SAMPLING, w) for w in backend.local_workers]
         self._sizes = list(problem.shard_sizes)
         self._models = np.empty((self.k, self.d), dtype=self.dtype)
