@@ -19,8 +19,8 @@ RoundHook = Callable[[np.ndarray, bool], None]
 
 
 class Workers:
-    """The k workers this process simulates (an MPI rank: its block of the N; in process: all N), each with its shard of the problem
-    and its random stream (seeded from the root seed and the worker's number, never from N).
+    """The k workers this process simulates (an MPI rank: its block of the N; in process: all N), each with its shard
+    of the problem and its random stream (seeded from the root seed and the worker's number, never from N).
 
     Arrays of per-worker vectors have shape (k, dim), of the problem's dtype. An algorithm written against this
     class runs unchanged on every backend and for every problem, and the Ledger sees every SFO and every round.

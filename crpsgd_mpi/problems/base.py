@@ -29,7 +29,8 @@ class Smoothness:
 
 
 class Problem(ABC):
-    """What the N workers optimise, seen from the k workers this process simulates (an MPI rank: its block of the N; N in process).
+    """What the N workers optimise, seen from the k workers this process simulates (an MPI rank: its block of the N;
+    N in process).
 
     x is a flat vector of `dim` numbers of `dtype` (float64 for logistic regression, float32 for networks);
     per-worker vectors are (k, dim) rows, one per local worker. Worker i's shard has `shard_sizes[i]` samples, and
