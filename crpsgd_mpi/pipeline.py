@@ -36,10 +36,11 @@ class Pipeline:
     only, so every process takes the same decisions; only the process holding the TraceWriter writes.
 
     The order is part of the guarantees: the divergence check comes before the iterate is evaluated, the evaluation
-    before the flush that writes its row, the checkpoint after the flush (it matches every row written)."""
+    before the flush that writes its row, the checkpoint after the flush (it matches every row written). A hook
+    whose `idle` is true has nothing to do in this run and is left out: it costs nothing per round."""
 
     def __init__(self, hooks: Sequence[RoundHook]) -> None:
-        self.hooks = tuple(hooks)
+        self.hooks = tuple(h for h in hooks if not getattr(h, "idle", False))
 
     def __call__(self, x: np.ndarray, stage_end: bool) -> None:
         for hook in self.hooks:
@@ -53,6 +54,7 @@ class FaultInjection:
     def __init__(self, fault: tuple[int, int, str] | None, local_workers: range, ledger: Ledger) -> None:
         self.fault = fault if fault is not None and fault[0] in local_workers else None
         self.ledger = ledger
+        self.idle = self.fault is None
 
     def __call__(self, x: np.ndarray, stage_end: bool) -> None:
         if self.fault is not None and self.ledger.rounds == self.fault[1]:
@@ -143,6 +145,7 @@ class ProgressLine:
 
     def __init__(self, progress: Progress | None, ledger: Ledger) -> None:
         self.progress, self.ledger = progress, ledger
+        self.idle = progress is None
 
     def __call__(self, x: np.ndarray, stage_end: bool) -> None:
         if self.progress is not None:
@@ -205,6 +208,7 @@ class Checkpoints:
     def __init__(self, checkpointer: Checkpointer) -> None:
         self.take = checkpointer.take
         self.kind, self.every = checkpointer.kind, checkpointer.every
+        self.idle = self.kind == "off"
         self.ledger, self.backend = checkpointer.ledger, checkpointer.workers.backend
         self._next_round = self.ledger.rounds + int(self.every) if self.kind == "rounds" else 0
         self._period, self._count = 1, 0  # clock checks: every _period rounds
