@@ -1,6 +1,6 @@
-"""Checkpoints: everything a run needs to go on exactly from the end of a round, when they are taken, and how they
-are stored in the trace (group /checkpoint, written in the same atomic change as the rows it matches), sealed by a
-digest and checked value by value before a resume touches the trace."""
+"""Checkpoints: everything a run needs to go on exactly from the end of a round, taking them (pipeline.Checkpoints
+says when), and how they are stored in the trace (group /checkpoint, written in the same atomic change as the rows it
+matches), sealed by a digest and checked value by value before a resume touches the trace."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import json
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +16,8 @@ import numpy as np
 
 from .algorithms.base import Algorithm, State
 from .ledger import EVAL_COLUMNS, EvalPlan, Ledger
-from .monitor import Monitor
 from .outcome import say
+from .pipeline import Evaluation, TraceFlush
 from .seeding import RNG_WORDS, Stream, rng_for, rng_to_words
 from .workers import Workers
 
@@ -45,8 +44,6 @@ class DamagedCheckpoint(ValueError):
 
 class UnverifiableCheckpoint(ValueError):
     """The checkpoint was written by an earlier version, without a digest."""
-#: With --checkpoint-every in seconds, the processes compare clocks (rank 0's is shared) about this often.
-CLOCK_CHECK_SECONDS = 0.5
 
 
 @dataclass
@@ -238,12 +235,13 @@ class Checkpoint:
         block = workers.backend.local_workers
         return {**self.algorithm, WORKER_ROWS: {k: v[block.start:block.stop] for k, v in rows.items()}}
 
-    def restore(self, workers: Workers, ledger: Ledger, plan: EvalPlan, monitor: Monitor) -> None:
+    def restore(self, workers: Workers, ledger: Ledger, plan: EvalPlan, evaluation: Evaluation,
+                trace: TraceFlush) -> None:
         """Put this process's part of the run back as it was (the algorithm takes `algorithm_state` itself)."""
         ledger.restore(self.ledger)
         plan.restore(self.plan)
-        monitor.restore(self.monitor)
-        monitor.rounds_written = self.rounds
+        evaluation.restore(self.monitor)
+        trace.rounds_written = self.rounds
         workers.set_rng_words(self.rngs[workers.backend.local_workers.start:workers.backend.local_workers.stop])
         if self.buffers is not None:
             workers.problem.set_buffers(self.buffers)
@@ -420,44 +418,18 @@ def text_of(value: Any) -> str:
 
 
 class Checkpointer:
-    """Takes a checkpoint after every `every` rounds, or once `every` seconds of rank 0's clock have passed (rank 0's
-    clock is shared in a small collective every K rounds, K adapted so that this happens about twice a second, so
-    every process decides alike). Called by the monitor after each round, on every process; only the process that
-    writes the trace writes it. An algorithm that cannot be resumed (`state()` not implemented) gets none."""
+    """Takes checkpoints, on every process, when the `Checkpoints` hook of the round pipeline says one is due
+    (`plan`: every so many rounds or seconds); only the process that writes the trace writes it. An algorithm that
+    cannot be resumed (`state()` not implemented) gets none."""
 
     def __init__(self, plan: tuple[str, float] | None, workers: Workers, ledger: Ledger, evals: EvalPlan,
-                 monitor: Monitor, algorithm: Algorithm) -> None:
+                 evaluation: Evaluation, trace: TraceFlush, algorithm: Algorithm) -> None:
         resumable = getattr(type(algorithm), "state", Algorithm.state) is not Algorithm.state
         self.kind, self.every = plan if plan is not None and resumable else ("off", 0.0)
-        self.workers, self.ledger, self.evals, self.monitor, self.algorithm = workers, ledger, evals, monitor, algorithm
-        self._next_round = ledger.rounds + int(self.every) if self.kind == "rounds" else 0
-        self._period, self._count = 1, 0  # clock checks: every _period rounds
-        self._since = time.monotonic()
-        self._last_check = 0.0
-        self._clock = np.zeros((workers.k, 1))
+        self.workers, self.ledger, self.evals, self.algorithm = workers, ledger, evals, algorithm
+        self.evaluation, self.trace = evaluation, trace
         self._storable = True
         self._header: bytes | None = None  # the trace's sealed attributes, hashed at the first checkpoint
-
-    def after_round(self) -> None:
-        """Take a checkpoint if one is due."""
-        if self.kind == "rounds":
-            if self.ledger.rounds >= self._next_round:
-                self._next_round = self.ledger.rounds + int(self.every)
-                self.take()
-        elif self.kind == "seconds":
-            self._count += 1
-            if self._count < self._period:
-                return
-            self._count = 0
-            if self.workers.backend.is_root:
-                self._clock[0, 0] = time.monotonic() - self._since
-            waited = float(self.workers.backend.sum(self._clock)[0])  # rank 0's reading, on every process
-            step = max(waited - self._last_check, 1e-6)
-            self._period = max(1, min(2 * self._period, int(self._period * CLOCK_CHECK_SECONDS / step)))
-            self._last_check = waited
-            if waited >= self.every:
-                self.take()
-                self._since, self._last_check = time.monotonic(), 0.0
 
     def take(self) -> None:
         """Every process: gather the workers' streams and the algorithm's per-worker state (`worker_state`); the
@@ -466,7 +438,7 @@ class Checkpointer:
         rngs = backend.allgather(self.workers.rng_words())
         rows = {name: backend.allgather(np.ascontiguousarray(a)) for name, a in
                 sorted(self.algorithm.worker_state().items())}
-        if self.monitor.writer is None or not self._storable:  # nothing collective follows: rank 0 decides alone
+        if self.trace.writer is None or not self._storable:  # nothing collective follows: rank 0 decides alone
             return
         buffers = self.workers.problem.buffers()
         try:
@@ -484,10 +456,10 @@ class Checkpointer:
                 f"cannot be stored ({exc})")
             return
         # the flush writes every pending row with it: the checkpoint matches the rows in the file exactly
-        point = Checkpoint(self.ledger.state(), self.monitor.n_evals, self.evals.state(), self.monitor.state(), rngs,
+        point = Checkpoint(self.ledger.state(), self.evaluation.n_evals, self.evals.state(), self.evaluation.state(), rngs,
                            None if buffers is None else np.array(buffers[0]), state)
         point.header = self._header
-        self.monitor.flush(checkpoint=point.write)
+        self.trace.flush(checkpoint=point.write)
         self._header = point.header
 
 

@@ -203,8 +203,8 @@ def default_jobs() -> int:
 
 
 def _timed_execute(run: Run, use_mpi: bool) -> tuple[int, float]:
-    """Exit status and seconds of one run; afterwards its memory is freed at once (a run's Workers and Monitor
-    refer to each other, so without a collection its data could linger through the next runs)."""
+    """Exit status and seconds of one run; afterwards its memory is freed at once (a run's Workers and its round
+    pipeline refer to each other, so without a collection its data could linger through the next runs)."""
     t0 = time.perf_counter()
     try:
         code = execute(run, use_mpi)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -11,6 +14,17 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 
 #: hydra: its proxy (hydra_pmi_proxy, the ranks' parent) forwards SIGINT/SIGTERM to every rank, keeps relaying their
 #: output and waits for them to exit (it never ends the job itself), so the ranks end it.
 _SILENCING_LAUNCHERS = {"prterun", "prted", "mpirun", "mpiexec", "orterun", "orted"}
+
+
+@dataclass
+class Outcome:
+    """How a run ended, on this process."""
+
+    status: str
+    exit_code: int
+    path: Path | None
+    message: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 def one_line(text: str) -> str:
@@ -61,3 +75,9 @@ def say_to_launcher(text: str) -> None:
             os.close(fd)
     except OSError:
         say(text)
+
+
+def say_ended(status: str, text: str, by_launcher: bool = False) -> None:
+    """The one line saying how the job ended ('crpsgd_mpi: STATUS: TEXT'); straight onto the launcher's standard
+    error when the launcher, ending the job itself, no longer relays ours."""
+    (say_to_launcher if by_launcher else say)(f"crpsgd_mpi: {status}: {text}")

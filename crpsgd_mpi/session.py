@@ -10,35 +10,31 @@ import os
 import platform
 import secrets
 import sys
-import sysconfig
-import threading
-import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
-from . import __version__, signals
+from . import __version__
 from .algorithms import ALGORITHMS, Algorithm, Setting
 from .algorithms.base import returned_point
 from .checkpoint import Checkpointer
 from .comm import Backend
 from .config import DEFAULT_EVAL_POINTS, Config
-from .errors import AlgorithmError, Diverged, InputError, Interrupted
+from .errors import Diverged, InputError
 from .fstar_cache import cache_path, cached_optimum
 from .ledger import EvalPlan, Ledger
-from .monitor import Monitor
 from .optim import UpdateRule
-from .outcome import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, say_to_launcher, silences_output
+from .outcome import EXIT_DIVERGED, EXIT_OK, Outcome, say, silences_output
+from .pipeline import Checkpoints, DivergenceGuard, Evaluation, FaultInjection, Pipeline, ProgressLine, TraceFlush
 from .problems import PROBLEMS, Problem
 from .progress import Progress
 from .registry import DATASETS
 from .resume_point import ResumePoint
 from .theory import smoothness
-from .trace import DISK_MARGIN, TraceWriteError, TraceWriter, check_output_path
+from .trace import DISK_MARGIN, TraceWriter, check_output_path
 from .workers import Workers
 
 
@@ -218,41 +214,26 @@ def default_out(cfg: Config, n_workers: int) -> Path:
             return path
 
 
-@dataclass
-class Outcome:
-    """How a run ended, on this process."""
-
-    status: str
-    exit_code: int
-    path: Path | None
-    message: str = ""
-    values: dict[str, Any] = field(default_factory=dict)
-
-
 class Run:
-    """The run of a prepared configuration: builds the workers and the algorithm, writes the trace; any failure on
-    any process ends every process, with the trace saying why."""
+    """The run of a prepared configuration: builds the workers, the algorithm and the round pipeline, writes the
+    trace; any failure on any process ends every process, with the trace saying why (the run's `Ending`)."""
 
     def __init__(self, prepared: Prepared, progress: bool | TextIO = False) -> None:
         self.p, self.cfg, self.backend = prepared, prepared.cfg, prepared.backend
         self.N = self.backend.n_workers
-        self.writer: TraceWriter | None = None
-        self.monitor: Monitor | None = None
+        self.ending = self.backend.ending
         self.progress = progress if self.backend.is_root else False
-        self._trace_lock = threading.Lock()  # the supervisor marks the trace while the main thread may create it
 
     def execute(self) -> Outcome:
         """Run to the end; the outcome on this process (failures under MPI may end the process instead)."""
-        self.backend.set_fatal(self._fatal)
+        self.ending.begin(self.cfg.T)
         try:
             return self._run()
         except Diverged as exc:  # every process sees the same iterate, so all of them diverge together
-            self.backend.close()
-            self._claim_or_wait()
-            self._finish("diverged", None, str(exc))
-            return Outcome("diverged", EXIT_DIVERGED, self._path(), str(exc))
+            self.ending.conclude("diverged", None, str(exc))
+            return Outcome("diverged", EXIT_DIVERGED, self.ending.path(), str(exc))
         except BaseException as exc:  # noqa: BLE001 - every failure must end the whole job
-            return self._fail(exc)
+            return self.ending.fail(exc, self.p.out or self.cfg.out)
 
     def _run(self) -> Outcome:
         cfg, problem = self.cfg, self.p.problem
@@ -275,46 +256,59 @@ class Run:
                 say(f"crpsgd_mpi: note: the estimate of L ({smooth.method}) did not converge; it is used as it is "
                     f"(L = {smooth.L:.8g}) and the trace says so (L_converged false)")
         if self.p.out is not None:
-            with self._trace_lock, signals.deferred_signals():  # a trace that exists can be marked, whoever ends it
-                if self.backend.ending():
-                    raise Interrupted("the job is ending")
-                if point is None:
-                    self.writer = TraceWriter(self.p.out, self._attrs(constants, f_star), overwrite=cfg.overwrite)
-                else:
-                    writer = TraceWriter.reopen(self.p.out)  # ours only once truncated: a failure leaves it as it was
-                    writer.truncate(point.rounds, point.checkpoint.evals if point.checkpoint else 0,
-                                    {"resumes": json.dumps([*point.history, self._resumed(point)])})
-                    self.writer = writer
+            self.ending.open_trace(lambda: self._open_trace(constants, f_star))
         progress = Progress(cfg.T, file=self.progress if not isinstance(self.progress, bool) else None) \
             if self.progress else None
         plan = EvalPlan(cfg.T, cfg.eval_points)
-        self.monitor = Monitor(workers, ledger, plan, self.writer, f_star, fault=cfg.fault_point(), progress=progress)
-        workers.on_round = self.monitor
+        evaluation = Evaluation(workers, ledger, plan, f_star, progress)
+        trace = TraceFlush(ledger, evaluation, self.ending.writer)
+        self.ending.record(trace)
         ledger.restart_clock()
         state = None
         if point is not None and point.checkpoint is not None:
-            point.checkpoint.restore(workers, ledger, plan, self.monitor)
+            point.checkpoint.restore(workers, ledger, plan, evaluation, trace)
             state = point.checkpoint.algorithm_state(workers)
-        checkpointer = Checkpointer(cfg.checkpoint_plan(), workers, ledger, plan, self.monitor, algorithm)
-        if checkpointer.kind != "off":  # nothing is called after each round otherwise
-            self.monitor.after_round = checkpointer.after_round
+        checkpointer = Checkpointer(cfg.checkpoint_plan(), workers, ledger, plan, evaluation, trace, algorithm)
+        workers.on_round = self._pipeline(workers, evaluation, trace, checkpointer, progress)
         if state is None:
-            self.monitor.evaluate(x0)
+            evaluation.evaluate(x0)
             x = algorithm.run(workers, x0)
         else:
             x = algorithm.run(workers, x0, resume=state)  # type: ignore[call-arg]
         x = returned_point(cfg.algorithm, x, x0)
-        loss, gn = self.monitor.evaluate(x)
-        test = self.monitor.last_test
+        loss, gn = evaluation.evaluate(x)
+        test = evaluation.last_test
         if progress is not None:
             progress.close(ledger)
-        self.backend.close()
-        self._claim_or_wait()
-        self._finish("complete", x, None)
+        self.ending.conclude("complete", x, None)
         values = {"loss": loss, "grad_norm_sq": gn, "f_star": f_star, "constants": constants, "problem": problem,
-                  "ledger": ledger, "eval_time": self.monitor.eval_time, "wall_time": ledger.elapsed(), "test": test,
-                  "start_loss": self.monitor.first_loss}
-        return Outcome("complete", EXIT_OK, self._path(), values=values)
+                  "ledger": ledger, "eval_time": evaluation.eval_time, "wall_time": ledger.elapsed(), "test": test,
+                  "start_loss": evaluation.first_loss}
+        return Outcome("complete", EXIT_OK, self.ending.path(), values=values)
+
+    def _pipeline(self, workers: Workers, evaluation: Evaluation, trace: TraceFlush, checkpointer: Checkpointer,
+                  progress: Progress | None) -> Pipeline:
+        """The hooks called after every round, in this order (pipeline.py has them; a new one goes in this list)."""
+        ledger = workers.ledger
+        return Pipeline([
+            FaultInjection(self.cfg.fault_point(), workers.backend.local_workers, ledger),
+            DivergenceGuard(ledger),  # before anything evaluates or writes the iterate
+            evaluation,  # at the planned points; before the flush that writes its row
+            ProgressLine(progress, ledger),
+            trace,  # the rows into the trace, now and then
+            Checkpoints(checkpointer),  # after the flush: a checkpoint matches every row written
+        ])
+
+    def _open_trace(self, constants: dict[str, Any], f_star: float | None) -> TraceWriter:
+        """The run's trace: a new one, or (a resume) the trace cut back to the rows its checkpoint matches."""
+        point = self.p.resume
+        assert self.p.out is not None
+        if point is None:
+            return TraceWriter(self.p.out, self._attrs(constants, f_star), overwrite=self.cfg.overwrite)
+        writer = TraceWriter.reopen(self.p.out)  # ours only once truncated: a failure leaves it as it was
+        writer.truncate(point.rounds, point.checkpoint.evals if point.checkpoint else 0,
+                        {"resumes": json.dumps([*point.history, self._resumed(point)])})
+        return writer
 
     def _attrs(self, constants: dict[str, Any], f_star: float | None) -> dict[str, Any]:
         cfg, problem = self.cfg, self.p.problem
@@ -344,126 +338,6 @@ class Run:
              "scipy": scipy.__version__, "h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version}
         v.update(self.backend.describe())
         return v
-
-    def _path(self) -> Path | None:
-        return self.writer.path if self.writer is not None else None
-
-    def _finish(self, status: str, x: np.ndarray | None, message: str | None) -> str:
-        """Write the final status once; from here on the outcome is decided and signals are ignored. Returns a note
-        when the last rounds could not be written (a full disk): the trace then keeps a prefix of the run."""
-        signals.hold()
-        note = ""
-        try:
-            if self.writer is not None:
-                self.writer.last_words()
-            if self.monitor is not None:
-                try:
-                    self.monitor.flush()
-                except TraceWriteError:
-                    if status == "complete":
-                        raise
-                    kept = self.monitor.rounds_written
-                    note = (f"; rounds {kept + 1}-{self.monitor.ledger.rounds} could not be written: "
-                            f"the trace keeps rounds 1-{kept}")
-            if self.writer is None:
-                return note
-            extra: dict[str, Any] = {}
-            if self.monitor is not None:
-                led = self.monitor.ledger
-                extra = {"rounds_total": led.rounds, "sfo_per_worker": led.sfo, "unspent_sfo": self.cfg.T - led.sfo,
-                         "bytes_per_rank": led.bytes, "wall_time": led.elapsed(), "eval_time": self.monitor.eval_time}
-                if note:
-                    extra["rounds_written"] = self.monitor.rounds_written
-            if message:
-                extra["message"] = message + note
-            self.writer.finish(status, x, extra)
-            return note
-        finally:
-            signals.ignore()
-
-    def _fatal(self, status: str, message: str, code: int, by_launcher: bool = False) -> None:
-        """Rank 0, called once by whoever ends the job: mark the trace, say one line (straight to the user when the
-        launcher, ending the job itself, no longer relays our output)."""
-        with self._trace_lock:
-            self._mark(status, message, by_launcher)
-
-    def _mark(self, status: str, message: str, by_launcher: bool) -> None:
-        if self.monitor is not None and not message.startswith("rank "):
-            message += f" (after round {self.monitor.ledger.rounds})"
-        where = ""
-        try:
-            note = self._finish(status, None, message)
-            where = f"{note} ({self.writer.path} marked {status})" if self.writer is not None else note
-        except TraceWriteError as exc:
-            partial = self.writer.abandon() if self.writer is not None else None
-            kept = f"what was written is kept in {partial}" if partial else "the file was left as it was"
-            where = f" (the trace could not be marked {status}: {exc.reason}; {kept})"
-        except Exception as exc:  # noqa: BLE001 - the line must still be said
-            where = f" (could not mark the trace {status}: {type(exc).__name__}: {exc})"
-        (say_to_launcher if by_launcher else say)(f"crpsgd_mpi: {status}: {message.splitlines()[0]}{where}")
-
-    def _fail(self, exc: BaseException) -> Outcome:
-        status, code = _status_of(exc)
-        ours = isinstance(exc, (TraceWriteError, InputError, AlgorithmError))
-        where = _user_frame(exc, self._path() or self.p.out or self.cfg.out)
-        message = str(exc) if ours else f"{type(exc).__name__}: {exc}{where}"
-        # the trace keeps the traceback of the process that failed
-        detail = "" if status == "interrupted" or ours else "\n" + traceback.format_exc()
-        if not self.backend.claim_ending():  # the supervisor is ending the job already
-            _wait_for_the_end()
-        elif not self.backend.is_root:
-            signals.ignore()  # rank 0's abort ends this process; rank 0 says the one line, naming this rank
-            self.backend.report_failure(message + detail, status, code)
-        else:
-            self._fatal(status, message + detail, code)
-            if self.backend.name == "mpi" and self.N > 1:
-                self.backend.abort(code)
-        return Outcome(status, code, self._path(), message)
-
-
-    def _claim_or_wait(self) -> None:
-        """The run is over on every process: take the ending (nobody else marks the trace now), unless a supervisor
-        already has (a signal while the last collective completed): then its outcome stands."""
-        if not self.backend.claim_ending():
-            _wait_for_the_end()
-
-
-#: Where our package and the installed libraries live: frames outside them are the user's (a plug-in's).
-_OURS = (str(Path(__file__).resolve().parent), sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"],
-         sysconfig.get_paths()["platlib"])
-
-
-def _user_frame(exc: BaseException, trace: Path | str | None) -> str:
-    """' (at FILE:LINE in FUNC; ...)' for the innermost frame of the user's own code (a plug-in) in the
-    traceback, and where the whole traceback is; '' when the failure is not in such code."""
-    where = None
-    tb = exc.__traceback__
-    while tb is not None:
-        name = tb.tb_frame.f_code.co_filename
-        if not name.startswith("<") and not os.path.realpath(name).startswith(_OURS):
-            where = (name, tb.tb_lineno, tb.tb_frame.f_code.co_name)
-        tb = tb.tb_next
-    if where is None:
-        return ""
-    full = f"python -m crpsgd_mpi.show {trace}" if trace is not None else "the trace"
-    return f" (at {where[0]}:{where[1]} in {where[2]}; full traceback: {full})"
-
-
-def _wait_for_the_end() -> None:
-    """Someone else is ending this process (the supervisor, or the launcher it is waiting for)."""
-    signals.ignore()
-    time.sleep(30.0)
-    raise SystemExit(EXIT_FAILED)
-
-
-def _status_of(exc: BaseException) -> tuple[str, int]:
-    if isinstance(exc, InputError):
-        return "failed", EXIT_USAGE
-    if isinstance(exc, (Interrupted, KeyboardInterrupt)):
-        return "interrupted", EXIT_INTERRUPTED
-    if isinstance(exc, SystemExit):
-        return "failed", exc.code if isinstance(exc.code, int) and exc.code else EXIT_FAILED
-    return "failed", EXIT_FAILED
 
 
 def summary(cfg: Config, outcome: Outcome, n_workers: int, backend: str) -> str:

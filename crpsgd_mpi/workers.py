@@ -19,8 +19,8 @@ RoundHook = Callable[[np.ndarray, bool], None]
 
 
 class Workers:
-    """The k workers this process simulates (an MPI rank: its block of the N; in process: all N), each with its shard of the problem
-    and its random stream (seeded from the root seed and the worker's number, never from N).
+    """The k workers this process simulates (an MPI rank: its block of the N; in process: all N), each with its shard
+    of the problem and its random stream (seeded from the root seed and the worker's number, never from N).
 
     Arrays of per-worker vectors have shape (k, dim), of the problem's dtype. An algorithm written against this
     class runs unchanged on every backend and for every problem, and the Ledger sees every SFO and every round.
@@ -36,7 +36,7 @@ class Workers:
         self.k = len(problem.shard_sizes)
         self.d = problem.dim
         self.dtype = np.dtype(problem.dtype)
-        self.on_round: RoundHook | None = None
+        self.on_round: RoundHook | None = None  # the run's round pipeline (pipeline.Pipeline)
         self._rngs = [rng_for(seed, Stream.SAMPLING, w) for w in backend.local_workers]
         self._sizes = list(problem.shard_sizes)
         self._models = np.empty((self.k, self.d), dtype=self.dtype)

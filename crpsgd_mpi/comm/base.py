@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import NoReturn
+from functools import cached_property
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..ending import Ending
 
 
 class Backend(ABC):
@@ -53,20 +55,13 @@ class Backend(ABC):
         if n_workers != self.n_workers:
             raise InputError("workers", n_workers, f"this backend holds {self.n_workers} workers")
 
-    def set_fatal(self, fatal: Callable[[str, str, int, bool], None]) -> None:
-        """Who marks the trace when something other than the main thread ends the job (MPI's supervisor)."""
-        return None
+    @cached_property
+    def ending(self) -> Ending:
+        """How the job ends on this process: one Ending for the backend's whole life (MPI's supervisor is handed it
+        when it starts), which the run takes over."""
+        from ..ending import Ending  # the run's layer, above this one
 
-    def claim_ending(self) -> bool:
-        """True for the first caller only: that caller (main thread or supervisor) ends the job."""
-        return self._ending_lock().acquire(blocking=False)
-
-    def ending(self) -> bool:
-        """True once someone has claimed the ending."""
-        return self._ending_lock().locked()
-
-    def _ending_lock(self) -> threading.Lock:
-        return self.__dict__.setdefault("_ending", threading.Lock())
+        return Ending(self)
 
     def close(self) -> None:
         """Every process, after the run's last collective and before the trace is finished: release what the

@@ -15,7 +15,7 @@ from ..launchers import launcher_name
 from .base import Backend
 from .exact import GATHER_ELEMENTS, ExactSum, implementation
 from .local import ordered_sum
-from .supervisor import TAG_FAIL, Fatal, Heartbeat, Peer, Supervisor, host_id
+from .supervisor import TAG_FAIL, Heartbeat, Peer, Supervisor, host_id
 
 if TYPE_CHECKING:
     from mpi4py import MPI
@@ -63,7 +63,7 @@ class MPIBackend(Backend):
         self._exact: dict[tuple[int, np.dtype], ExactSum] = {}
         self._blocking_wait = MPI.get_vendor()[0] == "Open MPI"
         self.heartbeat = Heartbeat()
-        self.supervisor = Supervisor(MPI.COMM_WORLD.Dup(), self.abort, self.heartbeat, stall_timeout)
+        self.supervisor = Supervisor(MPI.COMM_WORLD.Dup(), self.abort, self.heartbeat, stall_timeout, self.ending)
         self.supervisor.start()
         raw = self._allgather_bytes(f"{socket.gethostname()}\0{host_id()}\0{os.getpid()}".encode(), _PEER_BYTES)
         self.peers = [Peer(r, *_split_peer(b)) for r, b in enumerate(raw)]
@@ -198,15 +198,6 @@ class MPIBackend(Backend):
         return [(r, table[r, :n].tobytes().decode("utf-8", "replace")) for r, n in enumerate(lengths.tolist()) if n >= 0]
 
     # -- how the job ends --------------------------------------------------------------------
-    def set_fatal(self, fatal: Fatal) -> None:
-        self.supervisor.fatal = fatal
-
-    def claim_ending(self) -> bool:
-        return self.supervisor.claim()
-
-    def ending(self) -> bool:
-        return self.supervisor.ending()
-
     def report_failure(self, message: str, status: str, exit_code: int) -> None:
         if self.is_root:
             return

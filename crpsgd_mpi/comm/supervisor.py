@@ -4,7 +4,8 @@ It owns SIGINT/SIGTERM/SIGHUP (`sigtimedwait`, so it acts at once even while the
 the sender), hears failure reports of other ranks (rank 0), watches the processes of the ranks on its own host (the
 lowest rank of each host), and runs the stall watchdog: a rank that has waited in a collective for a while tells
 rank 0 that it arrived; when no collective completes for `stall_timeout` seconds, rank 0 names the ranks that did
-not arrive and ends the job. Exactly one path ends a job: the first to `claim` it (a supervisor or the main thread).
+not arrive and ends the job. Exactly one path ends a job: the first to claim the job's `Ending` (a supervisor or the
+main thread).
 
 A SIGTERM sent by the rank's own launcher (Open MPI's mpiexec after a Ctrl-C, or after losing a rank) means the
 launcher is ending the job already: rank 0 marks the trace and says its line straight to the user, and nobody
@@ -23,16 +24,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
-from ..outcome import EXIT_FAILED, EXIT_INTERRUPTED, say, say_to_launcher, silences_output
+from ..outcome import EXIT_FAILED, EXIT_INTERRUPTED, say_ended, silences_output
 from ..procs import process_alive
 
 if TYPE_CHECKING:
     from mpi4py import MPI
 
-TAG_FAIL, TAG_ARRIVED, TAG_LOST = 77, 78, 79
+    from ..ending import Ending
 
-#: (status, message, exit code, launcher ending the job?): mark the trace and say one line (rank 0 only).
-Fatal = Callable[[str, str, int, bool], None]
+TAG_FAIL, TAG_ARRIVED, TAG_LOST = 77, 78, 79
 
 
 class Heartbeat:
@@ -72,10 +72,12 @@ def host_id() -> str:
 
 
 class Supervisor(threading.Thread):
-    """One per rank, started with the MPI backend and stopped (`stop`) before the process exits normally."""
+    """One per rank, started with the MPI backend and stopped (`stop`) before the process exits normally; it ends
+    the job through `ending` (claims it; rank 0 marks the trace)."""
 
     def __init__(self, comm: MPI.Intracomm, abort: Callable[[int], Any], heartbeat: Heartbeat,
-                 stall_timeout: float, tick: float = 0.05, liveness_every: float = 0.1, grace: float = 5.0) -> None:
+                 stall_timeout: float, ending: Ending, tick: float = 0.05, liveness_every: float = 0.1,
+                 grace: float = 5.0) -> None:
         super().__init__(name="crpsgd-supervisor", daemon=True)
         from mpi4py import MPI
 
@@ -84,8 +86,7 @@ class Supervisor(threading.Thread):
         self.hb, self.stall_timeout = heartbeat, stall_timeout
         self.tick, self.liveness_every, self.grace = tick, liveness_every, grace
         self.notice_after = max(0.05, min(2.0, stall_timeout / 4)) if stall_timeout > 0 else 0.0
-        self.fatal: Fatal = _say_only
-        self._ending = threading.Lock()
+        self.ending = ending
         self._halt = threading.Event()
         self._watch = threading.Event()
         self._watch.set()
@@ -109,14 +110,6 @@ class Supervisor(threading.Thread):
         same = [p for p in peers if p.host_id == mine.host_id]
         if min(p.rank for p in same) == self.rank:
             self._watched = [p for p in same if p.rank != self.rank]
-
-    def claim(self) -> bool:
-        """True for the first caller only: that caller ends the job."""
-        return self._ending.acquire(blocking=False)
-
-    def ending(self) -> bool:
-        """True once someone has claimed the ending."""
-        return self._ending.locked()
 
     def quiet(self) -> None:
         """The run is over: ranks may now exit, so stop watching their processes. The stall watchdog stays armed
@@ -173,9 +166,9 @@ class Supervisor(threading.Thread):
                 self._end("interrupted", f"signal {name}" + (" from mpiexec" if by_launcher else ""),
                           EXIT_INTERRUPTED, by_launcher)
         elif by_launcher:
-            if self.claim():  # rank 0 reports; this process only waits for the launcher to end it
+            if self.ending.claim():  # rank 0 reports; this process only waits for the launcher to end it
                 self._exit_at, self._exit_code = time.monotonic() + self.grace, EXIT_INTERRUPTED
-        elif self.claim():
+        elif self.ending.claim():
             self._send((f"signal {name}", "interrupted", EXIT_INTERRUPTED), TAG_FAIL)
             self._self_abort_at = time.monotonic() + self.grace
 
@@ -217,9 +210,9 @@ class Supervisor(threading.Thread):
                 self._notified, self._notified_at = hb.seq, now
                 self._send(hb.seq, TAG_ARRIVED)
             patience = self.stall_timeout + 2 * self.notice_after + self.grace + 0.25 * min(self.rank, 20)
-            if waiting and now - waiting > patience and self.claim():  # staggered: one rank speaks first
-                _say_only("failed", f"rank {self.rank}: no collective completed for {now - waiting:.0f} s and rank 0 "
-                          "did not end the job (rank 0 is stalled)", EXIT_FAILED)
+            if waiting and now - waiting > patience and self.ending.claim():  # staggered: one rank speaks first
+                say_ended("failed", f"rank {self.rank}: no collective completed for {now - waiting:.0f} s and rank 0 "
+                          "did not end the job (rank 0 is stalled)")
                 self._abort(EXIT_FAILED)
             return
         idle = now - hb.last_progress
@@ -244,12 +237,12 @@ class Supervisor(threading.Thread):
         self._sends.append(self.comm.isend(payload, dest=0, tag=tag))
 
     def _end(self, status: str, message: str, code: int, by_launcher: bool = False) -> None:
-        if not self.claim():
+        if not self.ending.claim():
             return
         try:
-            self.fatal(status, message, code, by_launcher)
+            self.ending.mark(status, message, by_launcher)
         except BaseException as exc:  # noqa: BLE001 - the job must end even if marking the trace fails
-            _say_only(status, f"{message} (could not mark the trace: {exc})", code, by_launcher)
+            say_ended(status, f"{message} (could not mark the trace: {exc})", by_launcher)
         if by_launcher:
             self._exit_at, self._exit_code = time.monotonic() + self.grace, code
         else:
@@ -262,7 +255,3 @@ def _ranks(ranks: list[int]) -> str:
 
 def _lost_message(ranks: list[int]) -> str:
     return f"{_ranks(ranks)} lost: the process ended without a report (killed by a signal, or crashed)"
-
-
-def _say_only(status: str, message: str, code: int, by_launcher: bool = False) -> None:
-    (say_to_launcher if by_launcher else say)(f"crpsgd_mpi: {status}: {message}")
