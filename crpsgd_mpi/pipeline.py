@@ -134,7 +134,12 @@ class Evaluation:
     def restore(self, state: dict[str, Any]) -> None:
         """Go on from `state` (a fresh Evaluation of the same run)."""
         last = state["last_eval"]
-        self._last_eval = None if last is None else (int(last[0]), int(last[1]), *map(float, last[2:]))
+        if last is None:
+            self._last_eval = None
+        else:
+            rounds, sfo, loss, gn, sub, test_loss, test_accuracy = last
+            self._last_eval = (int(rounds), int(sfo), float(loss), float(gn), float(sub), float(test_loss),
+                               float(test_accuracy))
         test = state["last_test"]
         self.last_test = None if test is None else (float(test[0]), float(test[1]))
         self.eval_time, self.n_evals = float(state["eval_time"]), int(state["n_evals"])

@@ -97,7 +97,7 @@ def resolve_evaluations(cfg: Config, problem: Problem) -> Config:
     """`cfg` with the evaluation settings it left unset filled in: the problem's choice (a network's evaluation
     budget), else DEFAULT_EVAL_POINTS points. The trace records the values the run used."""
     chosen = {"eval_points": DEFAULT_EVAL_POINTS, **problem.evaluation_settings()}
-    unset = {k: v for k, v in chosen.items() if getattr(cfg, k) is None}
+    unset: dict[str, Any] = {k: v for k, v in chosen.items() if getattr(cfg, k) is None}
     return dataclasses.replace(cfg, **unset) if unset else cfg
 
 
@@ -259,6 +259,8 @@ class Run:
             self.ending.open_trace(lambda: self._open_trace(constants, f_star))
         progress = Progress(cfg.T, file=self.progress if not isinstance(self.progress, bool) else None) \
             if self.progress else None
+        if cfg.eval_points is None:  # resolve_evaluations fills it in before any run
+            raise ValueError("eval_points was not resolved")
         plan = EvalPlan(cfg.T, cfg.eval_points)
         evaluation = Evaluation(workers, ledger, plan, f_star, progress)
         trace = TraceFlush(ledger, evaluation, self.ending.writer)
@@ -274,7 +276,7 @@ class Run:
             evaluation.evaluate(x0)
             x = algorithm.run(workers, x0)
         else:
-            x = algorithm.run(workers, x0, resume=state)  # type: ignore[call-arg]
+            x = algorithm.run(workers, x0, resume=state)
         x = returned_point(cfg.algorithm, x, x0)
         loss, gn = evaluation.evaluate(x)
         test = evaluation.last_test

@@ -62,9 +62,10 @@ class Algorithm(ABC):
         """The algorithm for this run."""
 
     @abstractmethod
-    def run(self, workers: Workers, x0: np.ndarray) -> np.ndarray:
-        """Run to the end of the per-worker SFO budget; return the point the method returns. A resumable algorithm
-        also takes `resume=` a `state()` and goes on from there exactly."""
+    def run(self, workers: Workers, x0: np.ndarray, resume: State | None = None) -> np.ndarray:
+        """Run to the end of the per-worker SFO budget; return the point the method returns. `resume`: a `state()`
+        this algorithm returned at the end of a round, to go on from there exactly (only ever given to an algorithm
+        whose `state()` returns one: a plug-in without resume may leave the parameter out)."""
 
     def constants(self) -> dict[str, Any]:
         """What the algorithm resolved, for the trace's config (e.g. {"gamma": ..., "theta": ...})."""
