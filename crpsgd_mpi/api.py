@@ -19,6 +19,8 @@ from .comm import Backend, launched_by_mpi, make_backend
 from .config import Config
 from .errors import InputError, RunDiverged, RunFailed, RunInterrupted
 from .outcome import EXIT_DIVERGED, EXIT_OK, say, show
+from .params import key as param_key
+from .params import keyed
 from .registry import load_plugins
 from .resume_point import ResumePoint, read_resume_point, resumed_config
 from .session import Outcome, Prepared, Run, agree_on, decode_error, encode_error, interactive, prepare, summary
@@ -33,14 +35,14 @@ def config_from(options: Mapping[str, Any], config_file: str | Path | None = Non
     plug-ins named by either are imported first, so that what they register can be named (and their parameters
     given); the options in `text` are command-line text, parsed strictly."""
     merged = Config.read_toml(config_file) if config_file is not None else {}
-    given = {k.replace("-", "_"): v for k, v in options.items()}
+    given = keyed(options)
     plugins = [p for source in (merged, given) for p in plugin_list(source.get("plugin"))]  # each checked: strings
     merged.update(given)
     if plugins:  # the file's and the command line's, both
         merged["plugin"] = list(dict.fromkeys(plugins))
     load_plugins(merged.get("plugin", ()))
     return Config.from_mapping(merged, source=str(config_file) if config_file is not None else "",
-                               text=frozenset(k.replace("-", "_") for k in text))
+                               text=frozenset(param_key(k) for k in text))
 
 
 def refuse(exc: InputError) -> None:
@@ -108,7 +110,7 @@ def execute_resume(path: str | Path, options: Mapping[str, Any], print_summary: 
     ones; the plug-ins the run used must be among `options['plugin']`: only those are imported, never the ones a
     trace names). A complete trace is left as it is (exit status 0), a diverged one too (3). A damaged checkpoint,
     like any bad input, is an InputError raised before the trace is touched (as for `execute`)."""
-    given = {k.replace("-", "_"): v for k, v in options.items()}
+    given = keyed(options)
     if "plugin" in given:
         given["plugin"] = plugin_list(given["plugin"])
     load_plugins(given.get("plugin", ()))
@@ -199,7 +201,7 @@ def resume(path: str | Path, **options: Any) -> Trace | None:
 
     >>> trace = resume("runs/long.h5", quiet=True)  # doctest: +SKIP
     """
-    options = {k.replace("-", "_"): v for k, v in options.items()}
+    options = keyed(options)
     options.setdefault("backend", "auto" if launched_by_mpi() else "local")
     with one_run_at_a_time("resume"), _signals_for_the_run():
         outcome = execute_resume(path, options, print_summary=True)
@@ -238,7 +240,7 @@ def simulate(*, config: str | Path | None = None, **options: Any) -> Trace | Non
     >>> trace = simulate(algorithm="cr-psgd", T=2000, workers=4, quiet=True)
     >>> trace.evals.plot(x="sfo", y="suboptimality", logx=True, logy=True)  # doctest: +SKIP
     """
-    options = {k.replace("-", "_"): v for k, v in options.items()}
+    options = keyed(options)
     options.setdefault("backend", "auto" if launched_by_mpi() else "local")
     keep = options.get("out") is not None
     with one_run_at_a_time("simulate"), _scratch(keep) as scratch:

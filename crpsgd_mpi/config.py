@@ -18,7 +18,8 @@ from .limits import INT64_MAX, MAX_MAGNITUDE, MAX_T, Need
 from .params import FLOAT_TEXT as _FLOAT_TEXT
 from .params import INT_TEXT as _INT_TEXT
 from .params import MAX_DIGITS as _MAX_DIGITS
-from .params import Param, bool_text, float_text, int_text
+from .params import Param, bool_text, float_text, int_text, keyed
+from .params import key as param_key
 
 REGULARIZERS = ("l2", "nonconvex", "none")
 BACKENDS = ("auto", "mpi", "local")
@@ -174,7 +175,7 @@ class Config:
         kwargs: dict[str, Any] = {}
         rest: dict[str, tuple[str, Any]] = {}
         for raw_key, value in values.items():
-            key = raw_key.replace("-", "_")
+            key = param_key(raw_key)
             if key in known:
                 kwargs[key] = _coerce(key, value, known[key].type)
             else:
@@ -206,7 +207,7 @@ class Config:
     def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
         """Read a TOML file; `overrides` (e.g. from the command line) win over the file."""
         merged = cls.read_toml(path)
-        merged.update({k.replace("-", "_"): v for k, v in (overrides or {}).items()})
+        merged.update(keyed(overrides or {}))
         return cls.from_mapping(merged, source=str(path))
 
     @staticmethod
@@ -223,7 +224,7 @@ class Config:
             data = tomllib.loads(text)
         except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
             raise InputError("config", str(path), f"cannot read TOML: {limits.shown(exc)}") from None
-        return {k.replace("-", "_"): v for k, v in data.items()}
+        return keyed(data)
 
     def validate(self) -> None:
         """Raise InputError naming the first invalid field: types, ranges, the relations between fields, and the

@@ -19,6 +19,7 @@ from typing import Any
 from .config import Config
 from .errors import InputError
 from .launch import run_job
+from .params import key as param_key
 from .trace import read_trace
 
 DONE = ("complete", "diverged")
@@ -97,7 +98,7 @@ def load_family(path: Path) -> Family:
         fam = Family(name=path.stem, study=str(raw.get("study", "custom")), title=str(raw.get("title", path.stem)),
                      epsilon=raw.get("epsilon"), seeds=[int(s) for s in raw.get("seeds", [0])],
                      base=dict(raw.get("base", {})), runs={str(k): dict(v) for k, v in runs.items()},
-                     sweep={str(k).replace("-", "_"): list(v) for k, v in raw.get("sweep", {}).items()})
+                     sweep={param_key(k): list(v) for k, v in raw.get("sweep", {}).items()})
     except (TypeError, ValueError, AttributeError) as exc:
         raise InputError("family", str(path), f"not a family file ({type(exc).__name__}: {exc})") from None
     for key, values in fam.sweep.items():

@@ -23,6 +23,17 @@ INT64_MAX = 2**63 - 1
 KINDS = {"int": int, "float": float, "str": str, "bool": bool}
 
 
+def key(name: object) -> str:
+    """The one spelling of an option's name as a key: `--batch-size`, `batch-size` and `batch_size` are all
+    `batch_size` (command line, TOML, API keywords and sweeps alike)."""
+    return str(name).replace("-", "_")
+
+
+def keyed(mapping: Any) -> dict[str, Any]:
+    """`mapping` with every key spelt by `key`."""
+    return {key(k): v for k, v in mapping.items()}
+
+
 def short(text: str, limit: int = 60) -> str:
     """`text`, cut to `limit` characters with '...' (for messages)."""
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -388,11 +388,13 @@ def test_changed_data_are_refused(tmp_path: Path) -> None:
 
 @pytest.mark.mpi
 @pytest.mark.timeout(120)
-def test_a_resume_on_another_number_of_ranks_is_refused(tmp_path: Path, stopped: Path) -> None:
+def test_a_resume_on_more_ranks_than_workers_is_refused(tmp_path: Path, stopped: Path) -> None:
+    """A run of 3 workers resumes on any number of ranks up to 3 (tests/test_placement.py), not on 4."""
     before = digest(stopped)
-    res = mpi_run(2, ["--resume", str(stopped)], timeout=60)
+    res = mpi_run(4, ["--resume", str(stopped)], timeout=60)
     assert res.returncode == 2 and not res.timed_out
-    assert f"resume='{stopped}': was run by 3 workers" in res.stderr
+    assert (f"resume='{stopped}': was run by 3 workers: is fewer than the MPI ranks (4): every rank simulates at "
+            "least one worker") in res.stderr, res.stderr
     assert digest(stopped) == before
 
 
