@@ -424,8 +424,7 @@ class Checkpointer:
 
     def __init__(self, plan: tuple[str, float] | None, workers: Workers, ledger: Ledger, evals: EvalPlan,
                  evaluation: Evaluation, trace: TraceFlush, algorithm: Algorithm) -> None:
-        resumable = getattr(type(algorithm), "state", Algorithm.state) is not Algorithm.state
-        self.kind, self.every = plan if plan is not None and resumable else ("off", 0.0)
+        self.kind, self.every = plan if plan is not None and type(algorithm).can_resume() else ("off", 0.0)
         self.workers, self.ledger, self.evals, self.algorithm = workers, ledger, evals, algorithm
         self.evaluation, self.trace = evaluation, trace
         self._storable = True

@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -50,6 +50,16 @@ class Algorithm(ABC):
     user chose; plain x - gamma g by default), and keeps the optimizer's `state()` in its own."""
 
     name: str = ""
+    #: Whether `run(..., resume=state)` goes on exactly from a `state()` (checkpoints are taken only then). None:
+    #: undeclared, as in plug-ins written before it existed: resumable when the class implements `state()`.
+    resumable: ClassVar[bool | None] = None
+
+    @classmethod
+    def can_resume(cls) -> bool:
+        """The declared `resumable`, else whether the class implements `state()`."""
+        if cls.resumable is not None:
+            return cls.resumable
+        return getattr(cls, "state", Algorithm.state) is not Algorithm.state
 
     @classmethod
     def check(cls, cfg: Config, n_workers: int) -> None:

@@ -35,6 +35,8 @@ class Catalyst(Algorithm):
     rounds: --gamma-milestones count the rounds as the trace numbers them, cosine reaches zero at the run's end).
     """
 
+    resumable = True
+
     owns = ("schedule", "gamma", "theta")
     # set by run(), read by state(): the stage in progress (or the next one), its inner CR-PSGD (None between
     # stages) and its anchor y_{k-1} (or y_k between stages)

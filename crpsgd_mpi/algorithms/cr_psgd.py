@@ -43,6 +43,8 @@ class CRPSGD(Algorithm):
     An adaptive schedule also receives the mean of the workers' squared gradient norms, sent in the same round.
     """
 
+    resumable = True
+
     owns = ("schedule", "gamma")
 
     def __init__(self, T: int, schedule: BatchSchedule, gamma: float, extra_grad: Extra | None = None,

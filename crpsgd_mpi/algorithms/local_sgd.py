@@ -39,6 +39,8 @@ class LocalSGD(Algorithm):
     the same round as the models (the round's payload, and its counted bytes, double), reset sets them to zero.
     """
 
+    resumable = True
+
     owns = ("period", "local_batch", "gamma")
 
     def __init__(self, T: int, period: int, local_batch: int, gamma: float, momentum_average: str = "keep") -> None:
