@@ -53,13 +53,18 @@ def launched_by_mpi(env: Mapping[str, str] | None = None) -> bool:
     return any(v.marks_mpi and v.name in e for v in VARIABLES)
 
 
-def rank_from_env(env: Mapping[str, str] | None = None) -> int:
-    """This process's rank as the launcher announced it (0 when not launched by MPI)."""
+def _first_count(env: Mapping[str, str] | None, wanted: str, least: int, default: int) -> int:
+    """The first count >= `least` among the variables that give `wanted` ('rank' or 'local_size'), else `default`."""
     e = _env(env)
     for v in VARIABLES:
-        if v.rank and (rank := _count(e.get(v.name, ""), 0)) is not None:
-            return rank
-    return 0
+        if getattr(v, wanted) and (n := _count(e.get(v.name, ""), least)) is not None:
+            return n
+    return default
+
+
+def rank_from_env(env: Mapping[str, str] | None = None) -> int:
+    """This process's rank as the launcher announced it (0 when not launched by MPI)."""
+    return _first_count(env, "rank", 0, 0)
 
 
 def launcher_name(env: Mapping[str, str] | None = None) -> str:
@@ -70,8 +75,4 @@ def launcher_name(env: Mapping[str, str] | None = None) -> str:
 
 def processes_on_this_host(env: Mapping[str, str] | None = None) -> int:
     """This job's processes on this host as the launcher announced it (1 when not launched by MPI)."""
-    e = _env(env)
-    for v in VARIABLES:
-        if v.local_size and (n := _count(e.get(v.name, ""), 1)) is not None:
-            return n
-    return 1
+    return _first_count(env, "local_size", 1, 1)
