@@ -14,7 +14,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .algorithms.base import Algorithm, State
+from .algorithms.base import Algorithm, State, can_resume
 from .ledger import EVAL_COLUMNS, EvalPlan, Ledger
 from .outcome import say
 from .pipeline import Evaluation, TraceFlush
@@ -424,7 +424,7 @@ class Checkpointer:
 
     def __init__(self, plan: tuple[str, float] | None, workers: Workers, ledger: Ledger, evals: EvalPlan,
                  evaluation: Evaluation, trace: TraceFlush, algorithm: Algorithm) -> None:
-        self.kind, self.every = plan if plan is not None and type(algorithm).can_resume() else ("off", 0.0)
+        self.kind, self.every = plan if plan is not None and can_resume(type(algorithm)) else ("off", 0.0)
         self.workers, self.ledger, self.evals, self.algorithm = workers, ledger, evals, algorithm
         self.evaluation, self.trace = evaluation, trace
         self._storable = True

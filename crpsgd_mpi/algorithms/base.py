@@ -57,9 +57,7 @@ class Algorithm(ABC):
     @classmethod
     def can_resume(cls) -> bool:
         """The declared `resumable`, else whether the class implements `state()`."""
-        if cls.resumable is not None:
-            return cls.resumable
-        return getattr(cls, "state", Algorithm.state) is not Algorithm.state
+        return can_resume(cls)
 
     @classmethod
     def check(cls, cfg: Config, n_workers: int) -> None:
@@ -94,6 +92,15 @@ class Algorithm(ABC):
         on exactly from there (arrays, numbers, nested dicts of them); None: this algorithm cannot be resumed (the
         default, for plug-ins that do not implement it)."""
         return None
+
+
+def can_resume(cls: type) -> bool:
+    """Whether an algorithm class (a subclass of Algorithm, or any class with its methods) resumes from `state()`:
+    its declared `resumable`, else whether it implements `state()`."""
+    declared = getattr(cls, "resumable", None)
+    if declared is not None:
+        return bool(declared)
+    return getattr(cls, "state", Algorithm.state) is not Algorithm.state
 
 
 def returned_point(name: str, x: object, like: np.ndarray) -> np.ndarray:
