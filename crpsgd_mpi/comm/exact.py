@@ -207,3 +207,13 @@ class ExactSum:
             return self.out
         code = self.codes(rows)
         return self.decode(self.encode(rows, code), code)
+
+
+def exact_for(cache: dict[tuple[int, np.dtype], ExactSum], n_total: int, rows: np.ndarray) -> ExactSum:
+    """The ExactSum for rows of this width and type over n_total addends, made once per backend (its buffers are
+    reused every round)."""
+    key = (rows.shape[1], rows.dtype)
+    ex = cache.get(key)
+    if ex is None:
+        ex = cache[key] = ExactSum(n_total, rows.shape[1], rows.dtype)
+    return ex

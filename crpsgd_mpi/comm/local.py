@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Backend
-from .exact import ExactSum, implementation
+from .exact import ExactSum, exact_for, implementation
 
 
 def ordered_sum(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -36,11 +36,7 @@ class LocalBackend(Backend):
         self._exact.clear()
 
     def _exact_sum(self, rows: np.ndarray) -> np.ndarray:
-        key = (rows.shape[1], rows.dtype)
-        ex = self._exact.get(key)
-        if ex is None:
-            ex = self._exact[key] = ExactSum(self.n_workers, rows.shape[1], rows.dtype)
-        return ex.local(rows)
+        return exact_for(self._exact, self.n_workers, rows).local(rows)
 
     def _buffer(self, m: int, dtype: np.dtype) -> np.ndarray:
         buf = self._out.get((m, dtype))

@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import InputError
 from ..launchers import launcher_name
 from .base import Backend
-from .exact import GATHER_ELEMENTS, ExactSum, implementation
+from .exact import GATHER_ELEMENTS, ExactSum, exact_for, implementation
 from .local import ordered_sum
 from .supervisor import TAG_FAIL, Heartbeat, Peer, Supervisor, host_id
 
@@ -130,11 +130,8 @@ class MPIBackend(Backend):
         return out
 
     def _exact_sum(self, rows: np.ndarray) -> np.ndarray:
-        m = rows.shape[1]
-        ex = self._exact.get((m, rows.dtype))
-        if ex is None:
-            ex = self._exact[(m, rows.dtype)] = ExactSum(self.n_workers, m, rows.dtype)
-        if self.n_workers * m <= GATHER_ELEMENTS:
+        ex = exact_for(self._exact, self.n_workers, rows)
+        if self.n_workers * rows.shape[1] <= GATHER_ELEMENTS:
             return ex.local(self._table(rows))
         code = ex.codes(rows)
         self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, code, op=self.MPI.MAX))
