@@ -10,7 +10,7 @@ __version__ = "0.2.0"
 
 _EXPORTS = {
     "simulate": "api", "resume": "api", "load_trace": "trace", "Trace": "trace", "Config": "config",
-    "Algorithm": "algorithms.base", "Setting": "algorithms.base", "register_algorithm": "algorithms.base",
+    "Algorithm": "algorithms.base", "Setting": "registry", "register_algorithm": "algorithms.base",
     "BatchSchedule": "schedules", "Plan": "schedules", "Workers": "workers",
     "ALGORITHMS": "registry", "SCHEDULES": "registry", "PROBLEMS": "registry", "DATASETS": "registry",
     "GAMMA_SCHEDULES": "registry", "GammaSchedule": "optim",

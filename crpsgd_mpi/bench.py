@@ -469,7 +469,7 @@ def _cr_psgd_round_time(args: list[str], replay: list[int] | None, out: Path) ->
     from .run import parse_config
 
     if replay is not None:
-        SCHEDULES.register("bench-replay", lambda cfg: _Listed(replay), replace=True)
+        SCHEDULES.register("bench-replay", lambda setting: _Listed(replay), replace=True)
         args = [*args, "--schedule", "bench-replay"]
     cfg = parse_config([*args, "--out", str(out), "--overwrite", "--quiet"])
     assert cfg is not None

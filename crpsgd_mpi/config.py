@@ -27,7 +27,6 @@ DEVICES = ("cpu", "cuda")
 REDUCTIONS = ("exact", "ordered", "allreduce")
 STORAGES = ("auto", "dense", "sparse")
 NAMED_PERIODS = ("stich", "prsgd")
-NAMED_DATASETS = ("synthetic", "fashion-mnist")
 DEFAULT_FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 #: Evaluation points of a run that does not set --eval-points (networks: at most this many, see ledger.evaluation_budget).
 DEFAULT_EVAL_POINTS = limits.DEFAULT_EVAL_POINTS
@@ -180,9 +179,8 @@ class Config:
                 kwargs[key] = _coerce(key, value, known[key].type)
             else:
                 rest[key] = (raw_key, value)
-        declared = component_params(kwargs.get("algorithm", "cr-psgd"), kwargs.get("schedule", "geometric"),
-                                    kwargs.get("model", "logreg"), kwargs.get("dataset", "synthetic"),
-                                    kwargs.get("gamma_schedule", "constant"))
+        declared = component_params(*(kwargs.get(k, known[k].default)
+                                      for k in ("algorithm", "schedule", "model", "dataset", "gamma_schedule")))
         extras: dict[str, Any] = {}
         for key, (raw_key, value) in rest.items():
             if key not in declared:
@@ -339,20 +337,16 @@ class Config:
                 limits.usable_path(path, fld)
 
     def _fixed_needs(self) -> list[Need]:
-        """Memory every process needs whatever N and the data: the evaluation plan; for synthetic data also the row
-        permutation, the generator's blocks and the model-sized vectors."""
+        """Memory every process needs whatever N and the data: the evaluation plan, and what the data set says it
+        needs from the configuration alone (its `fixed_needs`: for synthetic data the row permutation, the
+        generator's blocks and the model-sized vectors)."""
+        from .registry import DATASETS
+
         points = self.eval_points or DEFAULT_EVAL_POINTS
         needs = [Need("eval_points", self.eval_points, 32.0 * points, f"the evaluation plan ({points} points x 32 bytes)")]
-        if self.dataset == "synthetic":
-            d = self.features + self.intercept
-            vectors = limits.FIXED_VECTORS + limits.VECTORS_PER_WORKER + 1
-            needs += [
-                Need("samples", self.samples, 8.0 * self.samples, f"the row permutation ({self.samples} rows x 8 bytes)"),
-                Need("features", self.features, 8.0 * vectors * d,
-                     f"model-sized vectors ({vectors} vectors of {d} x 8 bytes)"),
-                Need("features", self.features, 3 * 8.0 * limits.GENERATOR_BLOCK * self.features,
-                     f"the generator's blocks (3 x {limits.GENERATOR_BLOCK} rows x {self.features} features x 8 bytes)"),
-            ]
+        name = self.dataset.partition(":")[0]
+        if name in DATASETS:
+            needs += DATASETS.answer(name, "fixed_needs", lambda cfg: [])(self)
         return needs
 
     def fault_point(self) -> tuple[int, int, str] | None:

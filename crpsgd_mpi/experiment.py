@@ -299,15 +299,17 @@ class FstarOrder:
 
 
 def fstar_key(run: Run) -> str | None:
-    """The f* cache key of a run that needs f* (an l2 run), else None."""
+    """The f* cache key of a run that needs f* (its problem's `optimum_key` says which), else None."""
     from .api import config_from
-    from .fstar_cache import cache_key
+    from .registry import PROBLEMS, Setting
 
     cfg = config_from(run.settings)
-    if cfg.model != "logreg" or cfg.regularizer != "l2":
+    ask = PROBLEMS.answer(cfg.model, "optimum_key", None)
+    if ask is None:
         return None
     try:
-        return cache_key(cfg, _fingerprint(cfg), cfg.workers if cfg.workers is not None else 10)
+        key: str | None = ask(Setting(cfg, cfg.workers if cfg.workers is not None else 10), lambda: _fingerprint(cfg))
+        return key
     except InputError:  # e.g. a missing data file: the run itself will fail and say so
         return None
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
 from .outcome import say
 from .theory import optimum
 from .workers import Workers
@@ -26,13 +25,6 @@ def cache_path() -> Path:
     """$CRPSGD_CACHE, else ~/.cache/crpsgd_mpi, file fstar.json."""
     root = os.environ.get("CRPSGD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "crpsgd_mpi")
     return Path(root) / "fstar.json"
-
-
-def cache_key(cfg: Config, fingerprint: str, n_workers: int) -> str:
-    """The key of logistic regression's f* (see `LogisticRegression.optimum_key`)."""
-    from .problems.logreg import optimum_cache_key
-
-    return optimum_cache_key(cfg, fingerprint, n_workers)
 
 
 def cached_optimum(workers: Workers, x0: np.ndarray, key: str) -> float:

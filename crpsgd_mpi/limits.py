@@ -36,8 +36,6 @@ VECTORS_PER_WORKER = 4
 #: ... and with momentum: the buffer and local SGD's averaged payload (2 vectors); a checkpoint also gathers all N
 #: workers' buffers on every process.
 MOMENTUM_VECTORS_PER_WORKER = 3
-#: Rows per block of the synthetic generator (data.synthetic.SYNTHETIC_BLOCK; a test keeps them equal).
-GENERATOR_BLOCK = 4096
 #: Longest path the kernel takes (bytes, its terminating NUL included: Linux's PATH_MAX) and longest name of one
 #: component (NAME_MAX of every common Linux file system).
 PATH_MAX = 4096
@@ -175,48 +173,17 @@ def require(needs: Sequence[Need], processes: int = 1) -> None:
                          f"{SAFETY:.0%} of it")
 
 
-def largest_batch(cfg: Config, n_workers: int) -> tuple[int, str]:
-    """(the largest per-worker batch the memory plan provides for, the option that sets it): the fixed batch of
-    psgd and local-sgd, else the bound of the configured schedule under the budget (`BatchSchedule.largest_batch`;
-    Catalyst: its inner budget): exact or a closed form for geometric, linear and step, the budget for the norm
-    test. A plug-in schedule that cannot be built or bounded is planned at the budget (its error comes in the run)."""
-    if cfg.algorithm == "psgd":
-        return cfg.batch_size, "batch_size"
-    if cfg.algorithm == "local-sgd":
-        return cfg.local_batch, "local_batch"
-    budget = cfg.T
-    if cfg.algorithm == "catalyst":
-        from .algorithms.catalyst import catalyst_counts
-
-        budget = catalyst_counts(n_workers, cfg.T)[1]
-    from .schedules import make_schedule
-
-    try:
-        bound = int(make_schedule(cfg, n_workers).largest_batch(budget))
-    except InputError:
-        raise
-    except Exception:  # a plug-in's schedule
-        bound = budget
-    return bound, ("B1" if bound <= cfg.B1 else "T")
-
-
-def geometric_batch_bound(budget: int, B1: int, rho: float) -> int:
-    """An upper bound on the largest B_t = floor(B1 rho^(t-1)) run under `budget` (`Geometric.largest_batch`)."""
-    from .schedules import Geometric
-
-    return Geometric(B1, rho).largest_batch(budget)
-
-
-def plan_run(cfg: Config, n_workers: int, local_workers: int, n_rows: int, n_columns: int,
-             nnz: int | None = None, sparse: bool = False) -> list[Need]:
+def plan_run(cfg: Config, n_workers: int, local_workers: int, n_rows: int, n_columns: int, batch: tuple[int, str],
+             sizes: tuple[tuple[str, object], tuple[str, object]], nnz: int | None = None, sparse: bool = False,
+             extra: Sequence[Need] = ()) -> list[Need]:
     """The large arrays one process allocates for a run, each tied to the option that sets its size.
 
-    `n_columns` counts the intercept; `nnz` (sparse data held whole by the source, LIBSVM) and `sparse` (the shards
-    stay CSR) describe a sparse file. Dense shards are counted twice: a shard and its copy exist while loading
-    (re-ordering, adding the intercept, stacking the local shards into one array)."""
-    synthetic = cfg.dataset == "synthetic"
-    rows_field, rows_value = ("samples", cfg.samples) if synthetic else ("dataset", cfg.dataset)
-    cols_field, cols_value = ("features", cfg.features) if synthetic else ("dataset", cfg.dataset)
+    `n_columns` counts the intercept; `batch` is the largest per-worker batch and the option that sets it (the
+    algorithm's answer); `sizes` the (option, value) that sets the rows and the one that sets the columns (the data
+    source's answer); `nnz` (sparse data held whole by the source, LIBSVM) and `sparse` (the shards stay CSR)
+    describe a sparse file; `extra` is what the source itself needs. Dense shards are counted twice: a shard and
+    its copy exist while loading (re-ordering, adding the intercept, stacking the local shards into one array)."""
+    (rows_field, rows_value), (cols_field, cols_value) = sizes
     k, N, d = local_workers, n_workers, n_columns
     local_rows = min(n_rows, -(-n_rows // N) * k)
     needs = [Need(rows_field, rows_value, 8.0 * n_rows, f"the row permutation ({n_rows} rows x 8 bytes)")]
@@ -225,31 +192,27 @@ def plan_run(cfg: Config, n_workers: int, local_workers: int, n_rows: int, n_col
         needs.append(Need(rows_field, rows_value, 2 * (12.0 * local_nnz + 8.0 * local_rows),
                           f"the sparse shards (2 x {local_nnz:.0f} non-zeros x 12 bytes)"))
     else:
-        what = "samples x features" if synthetic else "rows x columns"
         needs.append(Need(rows_field, rows_value, 2 * 8.0 * local_rows * d,
-                          f"the data (2 x {local_rows} {what.split(' x ')[0]} x {d} {what.split(' x ')[1]} x 8 bytes: "
-                          "the shards and a copy while loading)"))
+                          f"the data (2 x {local_rows} rows x {d} columns x 8 bytes: the shards and a copy while "
+                          "loading)"))
     momentum = cfg.momentum > 0
     vectors = (VECTORS_PER_WORKER + MOMENTUM_VECTORS_PER_WORKER * momentum) * k + N * (1 + momentum) + FIXED_VECTORS
     needs.append(Need(cols_field, cols_value, 8.0 * vectors * d,
                       f"model-sized vectors ({vectors} vectors of {d} x 8 bytes)"))
     needs.append(Need("workers", n_workers, float(WORKER_OVERHEAD * k),
                       f"{k} virtual workers' generators and shards ({WORKER_OVERHEAD} bytes each)"))
-    batch, batch_field = largest_batch(cfg, N)
+    largest, batch_field = batch
     if sparse:
         per_row = 12.0 * (nnz or 0) / max(n_rows, 1) + 40.0
-        needs.append(Need(batch_field, getattr(cfg, batch_field), per_row * batch,
-                          f"the sparse batch of up to {batch} rows"))
+        needs.append(Need(batch_field, getattr(cfg, batch_field), per_row * largest,
+                          f"the sparse batch of up to {largest} rows"))
     else:  # the product of two settings: the larger factor is named
-        field, value = (batch_field, getattr(cfg, batch_field)) if batch >= k else ("workers", n_workers)
-        needs.append(Need(field, value, 2.0 * k * batch * (8.0 * d + 32.0),
-                          f"the batch buffers (2 x {k} workers x batch up to {batch} x {d} features x 8 bytes)"))
+        field, value = (batch_field, getattr(cfg, batch_field)) if largest >= k else ("workers", n_workers)
+        needs.append(Need(field, value, 2.0 * k * largest * (8.0 * d + 32.0),
+                          f"the batch buffers (2 x {k} workers x batch up to {largest} x {d} features x 8 bytes)"))
     points = cfg.eval_points or DEFAULT_EVAL_POINTS
     needs.append(Need("eval_points", cfg.eval_points, 32.0 * points, f"the evaluation plan ({points} points x 32 bytes)"))
-    if synthetic:
-        needs.append(Need("features", cfg.features, 3 * 8.0 * GENERATOR_BLOCK * cfg.features,
-                          f"the generator's blocks (3 x {GENERATOR_BLOCK} rows x {cfg.features} features x 8 bytes)"))
-    return needs
+    return [*needs, *extra]
 
 
 # ---- files named by the user ---------------------------------------------------------------------

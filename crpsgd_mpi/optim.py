@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import InputError
 from .params import Param, int_text
-from .registry import GAMMA_SCHEDULES
+from .registry import GAMMA_SCHEDULES, Setting
 
 if TYPE_CHECKING:
     from .config import Config
@@ -264,7 +264,7 @@ class Optimizer:
 
 # -- the registry's built-ins ----------------------------------------------------------------------------------
 @GAMMA_SCHEDULES.register("constant")
-def _constant(cfg: Config) -> GammaSchedule:
+def _constant(setting: Setting) -> GammaSchedule:
     """gamma_t = gamma (the default)."""
     return ConstantGamma()
 
@@ -276,8 +276,9 @@ def _constant(cfg: Config) -> GammaSchedule:
           "milestones)", low=0),
     Param("gamma_factor", "float", 0.1, "gamma schedule 'step': the factor", low=0.0, low_open=True),
 ))
-def _step(cfg: Config) -> GammaSchedule:
+def _step(setting: Setting) -> GammaSchedule:
     """gamma_t = gamma factor^k after k milestones, or after every K rounds (the classic step decay)."""
+    cfg = setting.cfg
     text, every = cfg.param("gamma_milestones"), cfg.param("gamma_every")
     milestones = parse_milestones(text)
     if not milestones and not every:
@@ -289,7 +290,7 @@ def _step(cfg: Config) -> GammaSchedule:
 
 
 @GAMMA_SCHEDULES.register("cosine")
-def _cosine(cfg: Config) -> GammaSchedule:
+def _cosine(setting: Setting) -> GammaSchedule:
     """gamma_t = gamma (1 + cos(pi (t-1)/R)) / 2: to zero at the end of the R rounds the budget allows."""
     return CosineGamma()
 
@@ -311,18 +312,13 @@ def parse_milestones(text: str) -> tuple[int, ...]:
 def make_gamma_schedule(cfg: Config) -> GammaSchedule:
     """The step-size schedule `cfg.gamma_schedule` names, built from `cfg` (a plug-in factory's failure is one
     InputError naming it)."""
-    factory = GAMMA_SCHEDULES.get(cfg.gamma_schedule)
     try:
-        schedule = factory(cfg)
+        return GAMMA_SCHEDULES.build(cfg.gamma_schedule, Setting(cfg))
     except InputError:
         raise
     except Exception as exc:  # a plug-in's own error, said in one line
         raise InputError("gamma_schedule", cfg.gamma_schedule, f"its factory failed: {type(exc).__name__}: {exc}") \
             from None
-    if not isinstance(schedule, GammaSchedule):
-        raise InputError("gamma_schedule", cfg.gamma_schedule,
-                         f"its factory returned {type(schedule).__name__}, not a GammaSchedule")
-    return schedule
 
 
 def check_rounds(cfg: Config, rounds: Rounds, why: str) -> None:

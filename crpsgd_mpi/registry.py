@@ -1,6 +1,6 @@
 """Things chosen by name (algorithms, batch schedules, problems, data sets, step-size schedules): registries that the
 built-ins and third-party plug-ins fill the same way (a decorator or `register` call, `--plugin MODULE_OR_FILE`,
-entry points)."""
+entry points), and build the same way: every factory takes one `Setting` and returns its component."""
 
 from __future__ import annotations
 
@@ -9,38 +9,90 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 from . import limits
 from .errors import InputError
 from .params import Param, params_of
 
+if TYPE_CHECKING:
+    from .algorithms.base import Algorithm
+    from .config import Config
+    from .data.base import Source
+    from .optim import GammaSchedule
+    from .problems.base import Problem
+    from .schedules import BatchSchedule
+
 T = TypeVar("T")
+P = TypeVar("P")
 
 
-class Registry(Generic[T]):
-    """Names to objects of one kind. Built-ins live in `builtin_module`, imported on first use; installed packages
-    add theirs through the entry-point group `crpsgd_mpi.<kind>s`; anyone can `register`."""
+@dataclass(frozen=True)
+class Setting:
+    """What every registered factory is built from: the configuration, the number of workers N, the problem's
+    smoothness estimate L (None before the data is loaded, or for problems without one, e.g. neural networks: then
+    step sizes must be given), this process's workers (None: all N), and the text after 'name:' in a data set's name."""
 
-    def __init__(self, kind: str, field: str, builtin_module: str) -> None:
+    cfg: Config
+    n_workers: int = 1
+    L: float | None = None
+    workers: range | None = None
+    argument: str | None = None
+
+    @property
+    def local_workers(self) -> range:
+        """The workers this process holds."""
+        return range(self.n_workers) if self.workers is None else self.workers
+
+    def step(self, name: str, given: float | None, default: Callable[[float], float]) -> float:
+        """`given` if set, else `default(L)`; an InputError naming `name` if neither can be had."""
+        if given is not None:
+            return given
+        if self.L is None or not self.L > 0:
+            raise InputError(name, None, "must be given: the problem has no smoothness estimate to derive it from")
+        return default(self.L)
+
+
+class Registry(Generic[T, P]):
+    """Names to components of one kind (`T`: a factory, or a class with a `create` factory) that build products of
+    one type (`P`). Built-ins live in `builtin_module`, imported on first use; installed packages add theirs through
+    the entry-point group `crpsgd_mpi.<kind>s`; anyone can `register`. Questions about a component before it is
+    built (the memory it plans, the files it reads) are its attributes, read with `answer`."""
+
+    def __init__(self, kind: str, field: str, builtin_module: str, product: str | None = None) -> None:
         self.kind, self.field, self.builtin_module = kind, field, builtin_module
+        self.product = product  # "module:Class" every product must be an instance of (None: not checked)
         self.group = f"crpsgd_mpi.{kind}s"
         self._items: dict[str, T] = {}
         self._loaded = False
 
+    @overload
+    def register(self, name: str, obj: None = None, *, replace: bool = False,
+                 params: tuple[Param, ...] | None = None, owns: tuple[str, ...] | None = None,
+                 answers: Mapping[str, object] | None = None) -> Callable[[T], T]: ...
+
+    @overload
+    def register(self, name: str, obj: T, *, replace: bool = False, params: tuple[Param, ...] | None = None,
+                 owns: tuple[str, ...] | None = None, answers: Mapping[str, object] | None = None) -> T: ...
+
     def register(self, name: str, obj: T | None = None, *, replace: bool = False,
-                 params: tuple[Param, ...] | None = None, owns: tuple[str, ...] | None = None) -> Callable[[T], T] | T:
+                 params: tuple[Param, ...] | None = None, owns: tuple[str, ...] | None = None,
+                 answers: Mapping[str, object] | None = None) -> Callable[[T], T] | T:
         """`@registry.register("name")` on a class or function, or `registry.register("name", obj)`; `params`
         declares the component's own parameters (else its `params` attribute, if any); `owns` names the core
-        settings a built-in reads (for --help and run labels)."""
+        settings a built-in reads (for --help and run labels); `answers` sets the attributes that answer questions
+        asked before the component is built (see `answer`)."""
 
         def add(item: T) -> T:
             if params is not None:
                 item.params = tuple(params)  # type: ignore[attr-defined]  # any class or function takes attributes
             if owns is not None:
                 item.owns = tuple(owns)  # type: ignore[attr-defined]  # any class or function takes attributes
+            for question, value in (answers or {}).items():
+                setattr(item, question, value)
             if not name or name != name.strip() or any(c.isspace() for c in name):
                 raise ValueError(f"{self.kind} name {name!r}: must be a non-empty word")
             if name in self._items and self._items[name] is not item and not replace:
@@ -71,6 +123,24 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             raise InputError(self.field, name, f"unknown {self.kind}; registered: {', '.join(self.names())}") from None
+
+    def build(self, name: str, setting: Setting, value: object = None) -> P:
+        """The product of `name`'s factory (`create` on a class, else the factory itself) called with `setting`; a
+        product of the wrong type is one InputError naming the field and `value` (default: the name). The factory's
+        own errors pass through: the caller knows what failed (a run's algorithm, a data set being loaded)."""
+        entry = self.get(name)
+        factory = cast(Callable[[Setting], P], getattr(entry, "create", entry) if isinstance(entry, type) else entry)
+        product = factory(setting)
+        if self.product is not None:
+            module, _, cls_name = self.product.partition(":")
+            if not isinstance(product, getattr(importlib.import_module(module), cls_name)):
+                raise InputError(self.field, name if value is None else value,
+                                 f"its factory returned {type(product).__name__}, not a {cls_name}")
+        return product
+
+    def answer(self, name: str, question: str, default: Any) -> Any:
+        """`name`'s attribute `question` (a class's or function's answer to it), else `default`."""
+        return getattr(self.get(name), question, default)
 
     def params(self, name: str) -> tuple[Param, ...]:
         """The parameters `name` declares (a plug-in's own; built-ins use core settings, see `owns`)."""
@@ -121,12 +191,20 @@ def owners_of(param: str) -> list[tuple[str, str]]:
             if any(p.name == param for p in reg.params(name))]
 
 
-ALGORITHMS: Registry = Registry("algorithm", "algorithm", "crpsgd_mpi.algorithms")
-SCHEDULES: Registry = Registry("schedule", "schedule", "crpsgd_mpi.schedules")
-PROBLEMS: Registry = Registry("problem", "model", "crpsgd_mpi.problems")
-DATASETS: Registry = Registry("dataset", "dataset", "crpsgd_mpi.data")
-GAMMA_SCHEDULES: Registry = Registry("gamma-schedule", "gamma_schedule", "crpsgd_mpi.optim")
-REGISTRIES = (ALGORITHMS, SCHEDULES, PROBLEMS, DATASETS, GAMMA_SCHEDULES)
+#: A factory: the one shape every registry builds with.
+Factory = Callable[[Setting], P]
+
+#: Algorithms are classes (their `create` is the factory; `check`, `resumable` and `largest_batch` answer questions
+#: before a run); an algorithm need not subclass Algorithm, so its product is not type-checked.
+ALGORITHMS: Registry[type[Algorithm], Algorithm] = Registry("algorithm", "algorithm", "crpsgd_mpi.algorithms")
+SCHEDULES: Registry[Factory[BatchSchedule], BatchSchedule] = Registry(
+    "schedule", "schedule", "crpsgd_mpi.schedules", "crpsgd_mpi.schedules:BatchSchedule")
+PROBLEMS: Registry[Factory[Problem], Problem] = Registry("problem", "model", "crpsgd_mpi.problems")
+DATASETS: Registry[Factory[Source], Source] = Registry(
+    "dataset", "dataset", "crpsgd_mpi.data", "crpsgd_mpi.data.base:Source")
+GAMMA_SCHEDULES: Registry[Factory[GammaSchedule], GammaSchedule] = Registry(
+    "gamma-schedule", "gamma_schedule", "crpsgd_mpi.optim", "crpsgd_mpi.optim:GammaSchedule")
+REGISTRIES: tuple[Registry[Any, Any], ...] = (ALGORITHMS, SCHEDULES, PROBLEMS, DATASETS, GAMMA_SCHEDULES)
 
 
 def load_plugins(specs: Iterable[str]) -> None:

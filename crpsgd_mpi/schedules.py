@@ -14,7 +14,7 @@ import numpy as np
 
 from .arith import dot
 from .errors import InputError
-from .registry import SCHEDULES
+from .registry import SCHEDULES, Setting
 
 if TYPE_CHECKING:
     from .config import Config
@@ -418,35 +418,46 @@ class _NormTestPlan(Plan):
 
 
 @SCHEDULES.register("geometric", owns=("B1", "rho"))
-def _geometric(cfg: Config) -> BatchSchedule:
+def _geometric(setting: Setting) -> BatchSchedule:
     """B_t = floor(B1 rho^(t-1)): Algorithm 1 (--B1, --rho)."""
-    return Geometric(cfg.B1, cfg.rho)
+    return Geometric(setting.cfg.B1, setting.cfg.rho)
 
 
 @SCHEDULES.register("linear", owns=("B1",))
-def _linear(cfg: Config) -> BatchSchedule:
+def _linear(setting: Setting) -> BatchSchedule:
     """B_t = B1 t (--B1)."""
-    return Linear(cfg.B1)
+    return Linear(setting.cfg.B1)
 
 
 @SCHEDULES.register("step", owns=("B1", "step_factor", "step_every"))
-def _step(cfg: Config) -> BatchSchedule:
+def _step(setting: Setting) -> BatchSchedule:
     """B_t = floor(B1 factor^floor((t-1)/every)): Smith et al. 2018 (--B1, --step-factor, --step-every)."""
+    cfg = setting.cfg
     return Step(cfg.B1, cfg.step_factor, cfg.step_every)
 
 
 @SCHEDULES.register("norm-test", owns=("B1", "norm_theta"))
-def _norm_test(cfg: Config) -> BatchSchedule:
+def _norm_test(setting: Setting) -> BatchSchedule:
     """Adaptive: grow the batch while Var(g) > theta^2 ||g||^2 (Byrd et al. 2012; --B1, --norm-theta; N >= 2)."""
-    return NormTest(cfg.B1, cfg.norm_theta)
+    if setting.n_workers < 2:
+        raise InputError("schedule", "norm-test", "estimates the gradient variance from the spread of the workers' "
+                         "gradients: needs at least 2 workers")
+    return NormTest(setting.cfg.B1, setting.cfg.norm_theta)
 
 
 def make_schedule(cfg: Config, n_workers: int) -> BatchSchedule:
-    """The schedule `cfg.schedule` names, built from `cfg`."""
-    if cfg.schedule == "norm-test" and n_workers < 2:
-        raise InputError("schedule", cfg.schedule, "estimates the gradient variance from the spread of the workers' "
-                         "gradients: needs at least 2 workers")
-    schedule = SCHEDULES.get(cfg.schedule)(cfg)
-    if not isinstance(schedule, BatchSchedule):
-        raise InputError("schedule", cfg.schedule, f"its factory returned {type(schedule).__name__}, not a BatchSchedule")
-    return schedule
+    """The schedule `cfg.schedule` names, built for N workers."""
+    return SCHEDULES.build(cfg.schedule, Setting(cfg, n_workers))
+
+
+def schedule_bound(cfg: Config, n_workers: int, budget: int) -> tuple[int, str]:
+    """(the largest batch of the configured schedule run under `budget`, "B1" when that is B1 else "T"), for the
+    memory plan: exact or a closed form for the built-ins (`BatchSchedule.largest_batch`); a plug-in's schedule that
+    cannot be built or bounded is planned at the budget (its error comes in the run)."""
+    try:
+        bound = int(make_schedule(cfg, n_workers).largest_batch(budget))
+    except InputError:
+        raise
+    except Exception:  # a plug-in's schedule
+        bound = budget
+    return bound, ("B1" if bound <= cfg.B1 else "T")

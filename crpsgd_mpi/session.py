@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import __version__
-from .algorithms import ALGORITHMS, Algorithm, Setting
+from .algorithms import Algorithm
 from .algorithms.base import returned_point
 from .checkpoint import Checkpointer
 from .comm import Backend
@@ -29,9 +29,9 @@ from .ledger import EvalPlan, Ledger
 from .optim import UpdateRule
 from .outcome import EXIT_DIVERGED, EXIT_OK, Outcome, say, silences_output
 from .pipeline import Checkpoints, DivergenceGuard, Evaluation, FaultInjection, Pipeline, ProgressLine, TraceFlush
-from .problems import PROBLEMS, Problem
+from .problems import Problem
 from .progress import Progress
-from .registry import DATASETS
+from .registry import ALGORITHMS, DATASETS, PROBLEMS, Setting
 from .resume_point import ResumePoint
 from .theory import smoothness
 from .trace import DISK_MARGIN, TraceWriter, check_output_path
@@ -64,9 +64,8 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
         step = ("algorithm", cfg.algorithm, "checked")
         algorithm = ALGORITHMS.get(cfg.algorithm)
         algorithm.check(cfg, backend.n_workers)
-        factory = PROBLEMS.get(cfg.model)
-        if getattr(factory, "estimates_smoothness", True) is False:  # no L to derive step sizes from: said at once
-            algorithm.create(Setting(cfg, backend.n_workers, None))
+        if PROBLEMS.answer(cfg.model, "estimates_smoothness", True) is False:  # no L to derive step sizes from
+            algorithm.create(Setting(cfg, backend.n_workers))
         if backend.is_root:
             step = ("out", str(cfg.out) if cfg.out else None, "checked")
             inputs = [*input_files(cfg), *([config_file] if config_file else [])]
@@ -75,7 +74,7 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
                 step = ("resume", str(resume.path), "checked")
                 _room_to_resume(resume)
         step = ("dataset", cfg.dataset, f"loaded (--model {cfg.model})")
-        problem = factory(cfg, backend.n_workers, backend.local_workers)
+        problem = PROBLEMS.build(cfg.model, Setting(cfg, backend.n_workers, workers=backend.local_workers))
         cfg = resolve_evaluations(cfg, problem)
         if resume is not None:
             step = ("resume", str(resume.path), "checked")
@@ -83,7 +82,7 @@ def prepare(cfg: Config, backend: Backend, config_file: str | Path | None = None
             _fits(resume, problem)
         if not problem.estimates_smoothness:  # the step sizes cannot be derived (a plug-in's factory may not say)
             step = ("algorithm", cfg.algorithm, "checked")
-            algorithm.create(Setting(cfg, backend.n_workers, None))
+            algorithm.create(Setting(cfg, backend.n_workers))
     except InputError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - raised on one process only, it would leave the others waiting
@@ -170,17 +169,10 @@ def input_files(cfg: Config) -> list[Path]:
     """Every file a run of `cfg` reads (data set files and the files an HDF5 data set links to, the source of every
     loaded module, plug-ins among them, the f* cache and its lock): an --out that is one of them is refused, whatever
     name it is given by."""
-    from .data.files import HDF5_SUFFIXES, hdf5_inputs
+    from .data import input_places
     from .registry import module_files
 
-    name, _, arg = cfg.dataset.partition(":")
-    if name in DATASETS:
-        places = [Path(arg)] if arg else [Path(cfg.fmnist_dir)] if name == "fashion-mnist" else []
-    else:
-        places = [Path(cfg.dataset)]
-    files = [f for p in places for f in _files_at(p)]
-    if name not in DATASETS and cfg.dataset.lower().endswith(HDF5_SUFFIXES):
-        files += hdf5_inputs(cfg.dataset)
+    files = [f for p in input_places(cfg) for f in _files_at(p)]
     cache = cache_path()
     return [*files, *(Path(p) for p in cfg.plugin if p.endswith(".py")), *module_files(), cache,
             cache.with_name(cache.name + ".lock")]
@@ -202,7 +194,8 @@ def run_label(cfg: Config) -> str:
 def default_out(cfg: Config, n_workers: int) -> Path:
     """runs/<algorithm>-<its settings>-<data>-N<N>-T<T>-seed<s>-<time>-<pid><random>.h5, not yet taken: runs
     started in the same second, on this host or another sharing the folder, never pick the same name."""
-    name = Path(cfg.dataset).stem if cfg.dataset not in ("synthetic", "fashion-mnist") else cfg.dataset
+    name = cfg.dataset.partition(":")[0]
+    name = name if name in DATASETS else Path(cfg.dataset).stem
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     label = "-".join(f"{v}" if k == "schedule" else f"{k}_{v:g}" if isinstance(v, float) else f"{k}_{v}"
                      for k, v in cfg.distinguishing())

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from .api import config_from, load_trace, resume, simulate
-from .errors import RunFailed
+from .errors import InputError, RunFailed
 from .optim import StepSizes, make_gamma_schedule
-from .registry import ALGORITHMS, SCHEDULES, load_plugins
-from .schedules import BatchSchedule
+from .registry import ALGORITHMS, load_plugins
+from .schedules import make_schedule
 from .trace import Trace, equal_iterates
 
 #: The small problem every check runs (seconds in process): synthetic data, 3 workers, checkpoints every round.
@@ -53,9 +53,10 @@ def check_schedule(name: str, plugin: str | None = None, mpi: bool | None = None
     options = {**params, "schedule": name, "algorithm": "cr-psgd"}
     report = check_algorithm("cr-psgd", plugin=plugin, mpi=mpi, _options=options, _component=f"schedule {name}")
     cfg = config_from({**SMALL, **options, **({"plugin": plugin} if plugin else {})})
-    schedule = SCHEDULES.get(name)(cfg)
-    if not isinstance(schedule, BatchSchedule):
-        raise ConformanceError(f"schedule {name}: its factory returned {type(schedule).__name__}, not a BatchSchedule")
+    try:
+        schedule = make_schedule(cfg, int(SMALL["workers"]))
+    except InputError as exc:
+        raise ConformanceError(f"schedule {name}: {exc.reason}") from None
     if not schedule.plan(cfg.T).needs_spread:
         with tempfile.TemporaryDirectory() as tmp:
             trace = _simulate(options, plugin, Path(tmp) / "t.h5")

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import math
 
-from crpsgd_mpi import Config
 from crpsgd_mpi.params import Param
-from crpsgd_mpi.registry import SCHEDULES
+from crpsgd_mpi.registry import SCHEDULES, Setting
 from crpsgd_mpi.schedules import BatchSchedule
 
 
@@ -43,6 +42,6 @@ class Polynomial(BatchSchedule):
     Param("power", "float", 2.0, "exponent of the batch growth B_t = floor(B1 t^power)", low=0.0, low_open=True,
           high=8.0),
 ))
-def polynomial(cfg: Config) -> BatchSchedule:
+def polynomial(setting: Setting) -> BatchSchedule:
     """B_t = floor(B1 t^power) (--B1, --power)."""
-    return Polynomial(cfg.B1, cfg.param("power"))
+    return Polynomial(setting.cfg.B1, setting.cfg.param("power"))

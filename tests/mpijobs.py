@@ -86,12 +86,13 @@ class ShellJob:
             time.sleep(0.05)
         raise AssertionError(f"ranks did not start: {self.output()}")
 
-    def wait(self, timeout: float) -> int | None:
-        """Exit status, or None if it had to be killed after `timeout` seconds."""
+    def wait(self, timeout: float, kill: bool = True) -> int | None:
+        """Exit status, or None if it has not ended after `timeout` seconds (then killed, unless `kill` is False)."""
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.kill()
+            if kill:
+                self.kill()
             return None
 
     def seconds(self) -> float:

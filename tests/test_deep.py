@@ -18,6 +18,7 @@ from crpsgd_mpi import simulate  # noqa: E402
 from crpsgd_mpi.config import Config  # noqa: E402
 from crpsgd_mpi.ledger import EVAL_COST, EVAL_SHARE, EvalBudget, evaluation_budget  # noqa: E402
 from crpsgd_mpi.problems.nets import cnn  # noqa: E402
+from crpsgd_mpi.registry import Setting  # noqa: E402
 from crpsgd_mpi.schedules import Geometric  # noqa: E402
 from crpsgd_mpi.trace import read_trace  # noqa: E402
 
@@ -60,7 +61,7 @@ def test_cr_psgd_on_a_network_counts_equal_closed_form(tmp_path: Path, cifar: Pa
 
 def test_batchnorm_statistics_are_averaged_every_round(cifar: Path) -> None:
     """After each round every worker holds the same running statistics: their average."""
-    from crpsgd_mpi.algorithms import PSGD, Setting
+    from crpsgd_mpi.algorithms import PSGD
     from crpsgd_mpi.comm import LocalBackend
     from crpsgd_mpi.config import Config
     from crpsgd_mpi.ledger import Ledger
@@ -68,7 +69,7 @@ def test_batchnorm_statistics_are_averaged_every_round(cifar: Path) -> None:
     from crpsgd_mpi.workers import Workers
 
     cfg = Config(model="cnn", dataset=f"cifar10:{cifar}", gamma=0.05, regularizer="none", T=6, batch_size=2)
-    problem = PROBLEMS.get("cnn")(cfg, 3, range(3))
+    problem = PROBLEMS.build("cnn", Setting(cfg, 3))
     workers = Workers(LocalBackend(3), problem, 0, Ledger())
     seen = []
 
@@ -162,7 +163,7 @@ def test_the_test_subset_is_fixed_bounded_and_independent_of_n(cifar: Path) -> N
 
     def scored(n_workers: int, **kw: object) -> tuple[np.ndarray, np.ndarray, object]:
         cfg = Config(model="cnn", dataset=f"cifar10:{cifar}", gamma=0.05, T=50, **kw)
-        problem = PROBLEMS.get("cnn")(cfg, n_workers, range(n_workers))
+        problem = PROBLEMS.build("cnn", Setting(cfg, n_workers))
         parts = problem.shards.test
         return np.concatenate([i for i, _ in parts]), np.concatenate([y for _, y in parts]), problem
 

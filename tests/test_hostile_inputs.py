@@ -20,7 +20,6 @@ from crpsgd_mpi.config import Config, cli_value
 from crpsgd_mpi.data import HDF5Source, LibsvmSource, load
 from crpsgd_mpi.data.base import check_finite, check_source
 from crpsgd_mpi.data.fmnist import FashionMNISTSource
-from crpsgd_mpi.data.synthetic import SYNTHETIC_BLOCK
 from crpsgd_mpi.errors import InputError
 from crpsgd_mpi.schedules import Geometric
 
@@ -534,15 +533,15 @@ def test_human() -> None:
 def test_largest_batch_bound_holds(rho: float, B1: int) -> None:
     for T in (B1, 2 * B1 + 1, 10**4, 123_457):
         actual = max(Geometric(B1, rho).within(T))
-        bound = limits.geometric_batch_bound(T, B1, rho)
+        bound = Geometric(B1, rho).largest_batch(T)
         assert actual <= bound <= T and (bound <= 2 * actual + 3 or bound == actual)
 
 
 @pytest.mark.timeout(10)
 def test_largest_batch_bound_is_fast_near_one() -> None:
     start = time.monotonic()
-    assert limits.geometric_batch_bound(limits.MAX_T, 1, 1.0000000000000002) <= 10**6
-    assert limits.geometric_batch_bound(limits.MAX_T, 1, 1.0001) < limits.MAX_T
+    assert Geometric(1, 1.0000000000000002).largest_batch(limits.MAX_T) <= 10**6
+    assert Geometric(1, 1.0001).largest_batch(limits.MAX_T) < limits.MAX_T
     assert time.monotonic() - start < 2
 
 
@@ -560,18 +559,19 @@ def test_plan_refuses_under_a_small_budget_and_accepts_the_default(monkeypatch: 
 
 
 class _Shape:
-    """A stand-in Source with a shape only (check_source reads nothing else)."""
+    """A stand-in Source with a shape only (check_source reads nothing else), sized by --samples and --features."""
 
     def __init__(self, n: int, d: int) -> None:
         self.n_rows, self.n_columns, self.nnz = n, d, None
 
+    def size_options(self, cfg: Config) -> tuple[tuple[str, object], tuple[str, object]]:
+        return ("samples", self.n_rows), ("features", self.n_columns)
+
+    def working_needs(self) -> list[limits.Need]:
+        return []
+
     def all_zero(self) -> None:
         return None
-
-
-@pytest.mark.timeout(10)
-def test_generator_block_matches() -> None:
-    assert limits.GENERATOR_BLOCK == SYNTHETIC_BLOCK
 
 
 # ---- unit tests: the readers ---------------------------------------------------------------------------------

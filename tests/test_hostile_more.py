@@ -664,11 +664,11 @@ def test_staged_closed_form_bounds_the_walk(monkeypatch: pytest.MonkeyPatch, B1:
 @pytest.mark.timeout(30)
 def test_the_memory_plan_uses_the_schedules_own_bound() -> None:
     cfg = Config(schedule="step", B1=1, step_factor=10, step_every=1, T=10**6)
-    assert limits.largest_batch(cfg, 10) == (100_000, "T")  # the geometric bound planned 84280
+    assert ALGORITHMS.get(cfg.algorithm).largest_batch(cfg, 10) == (100_000, "T")  # the geometric bound planned 84280
     assert max(Step(1, 10, 1).within(10**6)) == 100_000
-    assert limits.largest_batch(Config(schedule="norm-test", T=5000), 10) == (5000, "T")
+    assert ALGORITHMS.get("cr-psgd").largest_batch(Config(schedule="norm-test", T=5000), 10) == (5000, "T")
     assert NormTest(1, 0.5).largest_batch(5000) == 5000
-    assert limits.largest_batch(Config(schedule="linear", B1=2, T=1000), 10) == (2 * 31, "T")
+    assert ALGORITHMS.get("cr-psgd").largest_batch(Config(schedule="linear", B1=2, T=1000), 10) == (2 * 31, "T")
 
 
 def test_case_counts() -> None:

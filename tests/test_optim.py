@@ -325,9 +325,9 @@ class Inverse(GammaSchedule):
 
 
 @GAMMA_SCHEDULES.register("mine", params=(Param("my_param", "float", 1.0, "decay rate", low=0.0),))
-def mine(cfg):
+def mine(setting):
     """gamma / (1 + my_param (t - 1))."""
-    return Inverse(cfg.param("my_param"))
+    return Inverse(setting.cfg.param("my_param"))
 '''
 
 

@@ -89,9 +89,9 @@ def test_a_parameter_named_like_a_core_option_is_refused_at_registration(tmp_pat
         from crpsgd_mpi.schedules import Linear
 
         @SCHEDULES.register("clashing", params=(Param("rho", "float", 2.0, "a second rho"),))
-        def clashing(cfg):
+        def clashing(setting):
             '''Clashes.'''
-            return Linear(cfg.B1)
+            return Linear(setting.cfg.B1)
     """))
     capsys.readouterr()
     assert run_cli(*SMALL, "--plugin", str(plugin), "--out", str(tmp_path / "t.h5")) == 2
@@ -221,9 +221,9 @@ def test_the_kit_catches_a_schedule_that_lies_about_its_counts(tmp_path: Path) -
                 return 1, 1
 
         @SCHEDULES.register("liar")
-        def liar(cfg):
+        def liar(setting):
             '''Says one round.'''
-            return Liar(cfg.B1)
+            return Liar(setting.cfg.B1)
     """))
     with pytest.raises(ConformanceError, match="rounds_and_sfo"):
         check_schedule("liar", plugin=str(plugin), mpi=False)

@@ -91,9 +91,9 @@ def test_plugin_from_a_config_file_and_a_module_name(tmp_path: Path) -> None:
         from crpsgd_mpi.schedules import Step
 
         @SCHEDULES.register("every-three")
-        def every_three(cfg):
+        def every_three(setting):
             """B_t = B1 2^floor((t-1)/3)."""
-            return Step(cfg.B1, 2, 3)
+            return Step(setting.cfg.B1, 2, 3)
     '''))
     cfg = tmp_path / "c.toml"
     cfg.write_text('plugin = ["mypkg.sched"]\nschedule = "every-three"\nT = 300\nworkers = 2\nbackend = "local"\n')

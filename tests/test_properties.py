@@ -1061,7 +1061,7 @@ def _sched(batch: str, from_round: int) -> str:
                 return "bad"
 
         @SCHEDULES.register("bad-sched")
-        def bad(cfg):
+        def bad(setting):
             """A bad schedule."""
             return Bad()
     ''')
@@ -1125,7 +1125,7 @@ def _menu() -> list[Misbehaviour]:
     for what in ["None", "5", "'geometric'", "1/0"]:
         menu.append(Misbehaviour(f"schedule factory returns {what}", SCHED_HEAD + textwrap.dedent(f'''
             @SCHEDULES.register("bad-sched")
-            def bad(cfg):
+            def bad(setting):
                 """A bad factory."""
                 return {what}
             '''), SCHED))

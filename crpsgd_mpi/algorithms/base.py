@@ -5,38 +5,20 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..config import Config
-from ..errors import AlgorithmError, Diverged, InputError
-from ..registry import ALGORITHMS
+from ..errors import AlgorithmError, Diverged
+from ..registry import ALGORITHMS, Setting
+from ..schedules import schedule_bound
 from ..workers import Workers
 
 __all__ = ["ALGORITHMS", "Algorithm", "Setting", "State", "register_algorithm"]
 
 #: An algorithm's resumable state: names to arrays, numbers, strings or nested states.
 State = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Setting:
-    """What an algorithm is built from: the configuration, the number of workers N, and the problem's smoothness
-    estimate L (None for problems without one, e.g. neural networks: then step sizes must be given)."""
-
-    cfg: Config
-    n_workers: int
-    L: float | None
-
-    def step(self, name: str, given: float | None, default: Callable[[float], float]) -> float:
-        """`given` if set, else `default(L)`; an InputError naming `name` if neither can be had."""
-        if given is not None:
-            return given
-        if self.L is None or not self.L > 0:
-            raise InputError(name, None, "must be given: the problem has no smoothness estimate to derive it from")
-        return default(self.L)
 
 
 class Algorithm(ABC):
@@ -63,6 +45,13 @@ class Algorithm(ABC):
     def check(cls, cfg: Config, n_workers: int) -> None:
         """Raise InputError naming the option when `cfg` cannot run with N workers; default: nothing to check."""
         return None
+
+    @classmethod
+    def largest_batch(cls, cfg: Config, n_workers: int) -> tuple[int, str]:
+        """(the largest per-worker batch a run draws, the option that sets it), for the memory plan. Default: the
+        bound of the configured batch schedule under the budget T (a schedule that cannot be built or bounded: the
+        budget itself, its error comes in the run)."""
+        return schedule_bound(cfg, n_workers, cfg.T)
 
     @classmethod
     @abstractmethod

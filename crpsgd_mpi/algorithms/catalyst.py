@@ -10,7 +10,7 @@ import numpy as np
 from ..config import Config
 from ..errors import InputError
 from ..optim import check_rounds
-from ..schedules import BatchSchedule, make_schedule
+from ..schedules import BatchSchedule, make_schedule, schedule_bound
 from ..workers import Workers
 from .base import Algorithm, Setting, State, register_algorithm
 from .cr_psgd import CRPSGD, planned_rounds
@@ -57,6 +57,10 @@ class Catalyst(Algorithm):
         schedule = make_schedule(cfg, n_workers)
         check_rounds(cfg, lambda: _total_rounds(schedule, n_workers, cfg.T), f"schedule {cfg.schedule!r} adapts the "
                      "batch to the gradients, so the rounds are not known until the run ends")
+
+    @classmethod
+    def largest_batch(cls, cfg: Config, n_workers: int) -> tuple[int, str]:
+        return schedule_bound(cfg, n_workers, catalyst_counts(n_workers, cfg.T)[1])  # the inner budget
 
     @classmethod
     def create(cls, setting: Setting) -> Catalyst:

@@ -57,6 +57,10 @@ class LocalSGD(Algorithm):
                              f"exceeds T = {cfg.T}: no round fits")
 
     @classmethod
+    def largest_batch(cls, cfg: Config, n_workers: int) -> tuple[int, str]:
+        return cfg.local_batch, "local_batch"
+
+    @classmethod
     def create(cls, setting: Setting) -> LocalSGD:
         cfg = setting.cfg
         period = resolve_period(cfg.period, setting.n_workers, cfg.T)

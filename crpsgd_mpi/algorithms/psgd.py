@@ -25,6 +25,10 @@ class PSGD(CRPSGD):
             raise InputError("batch_size", cfg.batch_size, f"must be <= T ({cfg.T}), or no round fits the budget")
 
     @classmethod
+    def largest_batch(cls, cfg: Config, n_workers: int) -> tuple[int, str]:
+        return cfg.batch_size, "batch_size"
+
+    @classmethod
     def create(cls, setting: Setting) -> PSGD:
         cfg = setting.cfg
         return cls(cfg.T, Constant(cfg.batch_size), setting.step("gamma", cfg.gamma, lambda L: 1.0 / L))

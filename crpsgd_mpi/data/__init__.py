@@ -3,8 +3,9 @@
 from .base import Dataset, Matrix, Shard, Source
 from .files import FileSource, HDF5Source, LibsvmSource
 from .fmnist import FMNIST_POSITIVE, FashionMNISTSource
-from .loading import load, open_source, shard_bounds, shuffle
+from .loading import input_places, load, open_source, shard_bounds, shuffle
 from .synthetic import SYNTHETIC_BLOCK, SyntheticSource
 
 __all__ = ["Dataset", "FMNIST_POSITIVE", "FashionMNISTSource", "FileSource", "HDF5Source", "LibsvmSource", "Matrix",
-           "SYNTHETIC_BLOCK", "Shard", "Source", "SyntheticSource", "load", "open_source", "shard_bounds", "shuffle"]
+           "SYNTHETIC_BLOCK", "Shard", "Source", "SyntheticSource", "input_places", "load", "open_source",
+           "shard_bounds", "shuffle"]

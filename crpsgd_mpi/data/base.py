@@ -15,6 +15,8 @@ from .. import limits
 from ..errors import InputError
 from ..launchers import processes_on_this_host
 from ..limits import MAX_MAGNITUDE
+from ..registry import ALGORITHMS
+from ..schedules import schedule_bound
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -82,6 +84,15 @@ class Source(ABC):
         source cannot tell cheaply. The same answer on every process: it is a fact of the whole data set."""
         return None
 
+    def size_options(self, cfg: Config) -> tuple[tuple[str, object], tuple[str, object]]:
+        """(option, value) that sets the number of rows, and the one that sets the number of columns: what the memory
+        plan names when the data would not fit. Default: --dataset for both."""
+        return ("dataset", cfg.dataset), ("dataset", cfg.dataset)
+
+    def working_needs(self) -> list[limits.Need]:
+        """Memory the source itself uses while it produces rows (a generator's blocks); default none."""
+        return []
+
 
 def binary_labels(y: np.ndarray, where: str) -> np.ndarray:
     values = np.unique(y)
@@ -142,7 +153,8 @@ def file_digest(path: Path) -> str:
 
 def check_source(cfg: Config, source: Source, n_workers: int, local_workers: int) -> None:
     """Before any row is read: the source holds rows, there are no more workers than rows, the run's memory
-    plan (`limits.plan_run`: permutation, data, batch buffers, vectors, workers) fits this machine, times the
+    plan (`limits.plan_run`: permutation, data, batch buffers for the largest batch the algorithm says it draws,
+    vectors, workers, what the source itself needs) fits this machine, times the
     processes of this job on this host, and its features are not all zero (where the source can tell)."""
     n_rows = source.n_rows
     if n_rows == 0:
@@ -153,7 +165,10 @@ def check_source(cfg: Config, source: Source, n_workers: int, local_workers: int
     d = columns + cfg.intercept
     nnz = source.nnz
     sparse = nnz is not None and (cfg.storage == "sparse" or (cfg.storage == "auto" and nnz < 0.25 * n_rows * d))
-    needs = limits.plan_run(cfg, n_workers, local_workers, n_rows, d, nnz, sparse)
+    ask = ALGORITHMS.answer(cfg.algorithm, "largest_batch", None)
+    batch = ask(cfg, n_workers) if callable(ask) else schedule_bound(cfg, n_workers, cfg.T)
+    needs = limits.plan_run(cfg, n_workers, local_workers, n_rows, d, batch, source.size_options(cfg), nnz, sparse,
+                            source.working_needs())
     limits.require(needs, processes_on_this_host())
     if source.all_zero():
         raise InputError("dataset", cfg.dataset, "its features are all zero: there is nothing to learn from them "

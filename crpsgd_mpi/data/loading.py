@@ -10,39 +10,54 @@ import scipy.sparse as sp
 
 from ..config import Config
 from ..errors import InputError
-from ..registry import DATASETS
+from ..registry import DATASETS, Setting
 from ..seeding import Stream, rng_for
 from .base import Dataset, Shard, Source, binary_labels, check_finite, check_source, to_storage
-from .files import HDF5_SUFFIXES, HDF5Source, LibsvmSource
+from .files import HDF5_SUFFIXES, HDF5Source, LibsvmSource, hdf5_inputs
 from .fmnist import FashionMNISTSource
-from .synthetic import SyntheticSource
+from .synthetic import SyntheticSource, fixed_needs
 
 
-@DATASETS.register("synthetic")
-def _synthetic(cfg: Config, arg: str | None) -> Source:
+def _places(setting: Setting) -> list[Path]:
+    """The files or folders a data set built from `setting` reads (an --out must be none of them)."""
+    return [Path(setting.argument or setting.cfg.fmnist_dir)]
+
+
+@DATASETS.register("synthetic", answers={"fixed_needs": fixed_needs, "inputs": lambda setting: []})
+def _synthetic(setting: Setting) -> Source:
     """Gaussian features, planted linear labels (--samples, --features, --condition, --label-noise, --data-seed)."""
+    cfg = setting.cfg
     return SyntheticSource(cfg.samples, cfg.features, cfg.condition, cfg.label_noise, cfg.data_seed)
 
 
-@DATASETS.register("fashion-mnist")
-def _fashion_mnist(cfg: Config, arg: str | None) -> Source:
+@DATASETS.register("fashion-mnist", answers={"inputs": _places})
+def _fashion_mnist(setting: Setting) -> Source:
     """The 60000 Fashion-MNIST training images, binary split (--fmnist-dir, or fashion-mnist:DIR)."""
-    return FashionMNISTSource(arg or cfg.fmnist_dir)
+    return FashionMNISTSource(setting.argument or setting.cfg.fmnist_dir)
 
 
 def open_source(cfg: Config) -> Source:
     """The Source named by `cfg.dataset`: a registered name ('name' or 'name:ARGUMENT'), else a file path."""
     name, _, arg = cfg.dataset.partition(":")
     if name in DATASETS:
-        source = DATASETS.get(name)(cfg, arg or None)
-        if not isinstance(source, Source):
-            raise InputError("dataset", cfg.dataset, f"its factory returned {type(source).__name__}, not a Source")
-        return source
+        return DATASETS.build(name, Setting(cfg, argument=arg or None), cfg.dataset)
     if cfg.dataset.lower().endswith(HDF5_SUFFIXES):
         return HDF5Source(cfg.dataset)
     if not Path(cfg.dataset).exists():
         raise InputError("dataset", cfg.dataset, f"no such file, and not a registered data set ({', '.join(DATASETS.names())})")
     return LibsvmSource(cfg.dataset)
+
+
+def input_places(cfg: Config) -> list[Path]:
+    """The files or folders the data set of `cfg` reads, without opening it: a registered data set's answer (its
+    `inputs`; else the argument after 'name:', if any), else the file and, for HDF5, the files it links to."""
+    name, _, arg = cfg.dataset.partition(":")
+    if name in DATASETS:
+        default = lambda setting: [Path(arg)] if arg else []  # noqa: E731
+        return list(DATASETS.answer(name, "inputs", default)(Setting(cfg, argument=arg or None)))
+    if cfg.dataset.lower().endswith(HDF5_SUFFIXES):
+        return [Path(cfg.dataset), *hdf5_inputs(cfg.dataset)]
+    return [Path(cfg.dataset)]
 
 
 def shard_bounds(n_rows: int, n_workers: int) -> np.ndarray:

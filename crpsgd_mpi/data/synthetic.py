@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..arith import dot, row_dots
+from ..limits import FIXED_VECTORS, VECTORS_PER_WORKER, Need
 from ..seeding import Stream, rng_for
 from .base import Matrix, Source
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 SYNTHETIC_BLOCK = 4096
 
@@ -36,6 +41,12 @@ class SyntheticSource(Source):
     @property
     def n_rows(self) -> int:
         return self.samples
+
+    def size_options(self, cfg: Config) -> tuple[tuple[str, object], tuple[str, object]]:
+        return ("samples", self.samples), ("features", self.features)
+
+    def working_needs(self) -> list[Need]:
+        return [_blocks_need(self.features)]
 
     def _block(self, b: int) -> tuple[np.ndarray, np.ndarray]:
         start = b * SYNTHETIC_BLOCK
@@ -68,3 +79,20 @@ class SyntheticSource(Source):
 
     def fingerprint(self) -> str:
         return f"synthetic-{self.samples}-{self.features}-{self.condition!r}-{self.label_noise!r}-{self.data_seed}"
+
+
+def _blocks_need(features: int) -> Need:
+    return Need("features", features, 3 * 8.0 * SYNTHETIC_BLOCK * features,
+                f"the generator's blocks (3 x {SYNTHETIC_BLOCK} rows x {features} features x 8 bytes)")
+
+
+def fixed_needs(cfg: Config) -> list[Need]:
+    """What a synthetic run needs whatever N, known from the configuration alone (checked when it is made): the row
+    permutation, the model-sized vectors, the generator's blocks."""
+    d = cfg.features + cfg.intercept
+    vectors = FIXED_VECTORS + VECTORS_PER_WORKER + 1
+    return [
+        Need("samples", cfg.samples, 8.0 * cfg.samples, f"the row permutation ({cfg.samples} rows x 8 bytes)"),
+        Need("features", cfg.features, 8.0 * vectors * d, f"model-sized vectors ({vectors} vectors of {d} x 8 bytes)"),
+        _blocks_need(cfg.features),
+    ]

@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import Config
-from ..registry import PROBLEMS
+from ..registry import PROBLEMS, Setting
 
 __all__ = ["PROBLEMS", "Problem", "Reduce", "Smoothness", "register_problem"]
+
+#: The key of a problem's cached f*: (the setting, a function giving the data's fingerprint) -> the key, or None when
+#: the run needs no f* (the fingerprint is asked for only when it is needed: it may read the data).
+OptimumKey = Callable[[Setting, Callable[[], str]], "str | None"]
 
 #: Sum of per-worker rows (k, m) over all N workers, in worker order, identical on every process (collective).
 Reduce = Callable[[np.ndarray], np.ndarray]
@@ -122,17 +125,23 @@ class Problem(ABC):
         return f"{self.name} on {self.data_name} ({self.n_samples} samples, dim {self.dim})"
 
 
-#: A problem's factory: (configuration, number of workers N, this process's workers) -> the problem, its data loaded.
-#: A factory whose problems have no estimate of L says so with the attribute `estimates_smoothness = False`: a run
-#: that leaves a step size to derive is then refused before any data is read (else once the problem is built).
-Factory = Callable[[Config, int, range], Problem]
+#: A problem's factory: a `Setting` (the configuration, N, this process's workers) -> the problem, its data loaded.
+Factory = Callable[[Setting], Problem]
 
 
-def register_problem(name: str) -> Callable[[Factory], Factory]:
-    """Decorator: make a problem factory selectable as `--model name` (built-ins use it too)."""
+def register_problem(name: str, *, estimates_smoothness: bool = True,
+                     optimum_key: OptimumKey | None = None) -> Callable[[Factory], Factory]:
+    """Decorator: make a problem factory selectable as `--model name` (built-ins use it too). It answers two
+    questions before any data is loaded: `estimates_smoothness` (False: its problems have no estimate of L, so a run
+    that leaves a step size to derive is refused at once), and `optimum_key` (a function of the setting and the
+    data's fingerprint, asked only when called, giving the key of a cached f*, or None when the run needs no f*;
+    absent: never)."""
 
     def add(factory: Factory) -> Factory:
-        PROBLEMS.register(name, factory)
+        answers: dict[str, object] = {"estimates_smoothness": estimates_smoothness}
+        if optimum_key is not None:
+            answers["optimum_key"] = optimum_key
+        PROBLEMS.register(name, factory, answers=answers)
         return factory
 
     return add

@@ -20,6 +20,7 @@ from ..data.images import Cifar10Images, FashionMNISTImages, ImageSource, load_i
 from ..data.loading import shard_bounds
 from ..errors import InputError
 from ..ledger import EvalBudget, evaluation_budget
+from ..registry import Setting
 from .base import Problem, register_problem
 from .regularizers import make_regularizer
 
@@ -131,25 +132,19 @@ class NetProblem(Problem):
                 f"{reg})")
 
 
-@register_problem("resnet20")
-def _resnet20(cfg: Config, n_workers: int, workers: range) -> Problem:
+@register_problem("resnet20", estimates_smoothness=False)
+def _resnet20(setting: Setting) -> Problem:
     """ResNet20 (He et al. 2016, the CIFAR variant: 3 stages of 3 basic blocks, 16/32/64 channels, 0.27 M)."""
     from .nets import resnet20
 
-    return NetProblem(cfg, n_workers, workers, "resnet20",
+    return NetProblem(setting.cfg, setting.n_workers, setting.local_workers, "resnet20",
                       lambda classes, channels, seed: resnet20(classes, channels, seed=seed))
 
 
-# the session reads the factory's attribute: --gamma is refused before the data loads
-_resnet20.estimates_smoothness = False  # type: ignore[attr-defined]  # an attribute a function does not declare
-
-
-@register_problem("cnn")
-def _cnn(cfg: Config, n_workers: int, workers: range) -> Problem:
+@register_problem("cnn", estimates_smoothness=False)
+def _cnn(setting: Setting) -> Problem:
     """A small convnet (3 conv layers, one BatchNorm, ~15 k parameters) for tests and quick studies."""
     from .nets import cnn
 
-    return NetProblem(cfg, n_workers, workers, "cnn", lambda classes, channels, seed: cnn(classes, channels, seed=seed))
-
-
-_cnn.estimates_smoothness = False  # type: ignore[attr-defined]  # an attribute a function does not declare
+    return NetProblem(setting.cfg, setting.n_workers, setting.local_workers, "cnn",
+                      lambda classes, channels, seed: cnn(classes, channels, seed=seed))

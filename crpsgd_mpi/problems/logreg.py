@@ -3,10 +3,13 @@ the default and the paper's first experiment."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..config import Config
 from ..data import Dataset, Shard, load
+from ..registry import Setting
 from ..seeding import Stream, rng_for
 from .base import Problem, Reduce, Smoothness, register_problem
 from .kernels import (
@@ -160,16 +163,23 @@ class LogisticRegression(Problem):
         return self.data.fingerprint
 
     def optimum_key(self) -> str | None:
-        return optimum_cache_key(self.cfg, self.data.fingerprint, self.n_workers) if self.reg.name == "l2" else None
+        return _optimum_key(Setting(self.cfg, self.n_workers), lambda: self.data.fingerprint)
 
     def describe(self) -> str:
         return f"{self.data_name} ({self.n_samples} x {self.dim}, {self.reg.name} lam={self.cfg.lam:g})"
 
 
-@register_problem("logreg")
-def _logreg(cfg: Config, n_workers: int, workers: range) -> Problem:
+def _optimum_key(setting: Setting, fingerprint: Callable[[], str]) -> str | None:
+    """f* is known (cached, else computed by L-BFGS) for the strongly convex l2-regularised problem only."""
+    if setting.cfg.regularizer != "l2":
+        return None
+    return optimum_cache_key(setting.cfg, fingerprint(), setting.n_workers)
+
+
+@register_problem("logreg", optimum_key=_optimum_key)
+def _logreg(setting: Setting) -> Problem:
     """Logistic regression, labels +-1 (--regularizer l2 | nonconvex | none, --lam; the default)."""
-    return LogisticRegression(cfg, n_workers, workers)
+    return LogisticRegression(setting.cfg, setting.n_workers, setting.local_workers)
 
 
 def _slots(shards: list[Shard], d: int) -> tuple[np.ndarray, np.ndarray, int]:
