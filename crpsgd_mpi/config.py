@@ -18,7 +18,7 @@ from .limits import INT64_MAX, MAX_MAGNITUDE, MAX_T, Need
 from .params import FLOAT_TEXT as _FLOAT_TEXT
 from .params import INT_TEXT as _INT_TEXT
 from .params import MAX_DIGITS as _MAX_DIGITS
-from .params import Param, bool_text, float_text, int_text, keyed
+from .params import Param, field_kind, keyed, typed
 from .params import key as param_key
 
 REGULARIZERS = ("l2", "nonconvex", "none")
@@ -170,13 +170,14 @@ class Config:
         """Build and validate from a mapping (TOML table, API keywords or CLI overrides); keys may use '-' or '_'.
         A key that is no core setting must be a parameter of a selected component (`component_params`); the keys in
         `text` are command-line text, parsed strictly."""
-        known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}
         kwargs: dict[str, Any] = {}
         rest: dict[str, tuple[str, Any]] = {}
         for raw_key, value in values.items():
             key = param_key(raw_key)
-            if key in known:
-                kwargs[key] = _coerce(key, value, known[key].type)
+            if key in FIELD_KINDS:
+                if key == "checkpoint_every" and isinstance(value, int) and not isinstance(value, bool):
+                    value = str(value)  # TOML's `checkpoint_every = 500`: rounds
+                kwargs[key] = typed(key, value, FIELD_KINDS[key])
             else:
                 rest[key] = (raw_key, value)
         declared = component_params(*(kwargs.get(k, known[k].default)
@@ -429,9 +430,10 @@ class Config:
 #: The update rule's settings and their defaults (plain SGD at a constant step): a run names those it changes.
 UPDATE_RULE_DEFAULTS: dict[str, Any] = {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
                                         "gamma_schedule": "constant", "warmup_rounds": 0, "momentum_average": "keep"}
-#: The core settings (command-line options and TOML keys of every run); no component parameter may take one of
-#: these names, nor the command line's own options.
-CORE_NAMES = frozenset(f.name for f in fields(Config) if not f.metadata.get("internal"))
+#: The core settings (command-line options and TOML keys of every run) and the kind of value each takes
+#: (`params.field_kind`); no component parameter may take one of these names, nor the command line's own options.
+FIELD_KINDS = {f.name: field_kind(f.type) for f in fields(Config) if not f.metadata.get("internal")}
+CORE_NAMES = frozenset(FIELD_KINDS)
 RESERVED_NAMES = CORE_NAMES | {"config", "list", "resume", "help", "version", "extras"}
 
 
@@ -470,13 +472,6 @@ def _unknown(key: str, source: str) -> str:
     return f"unknown setting{where}"
 
 
-def _field_type(key: str) -> str:
-    known = {f.name: str(f.type) for f in fields(Config)}
-    if key not in known:
-        raise InputError(key, None, "unknown setting")
-    return known[key]
-
-
 def cli_value(key: str, text: Any) -> Any:
     """The value of `key` from its command-line text, parsed strictly: an integer is ASCII digits with an optional
     sign (no other scripts' or full-width digits, no underscores or spaces), a number is an ASCII decimal or
@@ -484,71 +479,9 @@ def cli_value(key: str, text: Any) -> Any:
     a TOML file's bad value raises (same field, same reason); a non-string (an on/off flag's bool) passes through."""
     if not isinstance(text, str):
         return text
-    ann = _field_type(key)
-    if key == "period":
-        if _INT_TEXT.fullmatch(text):
-            return int_text(key, text)
-        return text.strip().lower()
-    if ann.startswith("bool"):
-        return bool_text(key, text)
-    if ann.startswith("int"):
-        return int_text(key, text)
-    if ann.startswith("float"):
-        return float_text(key, text)
-    return text
-
-
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Check a raw value against a field's annotation (string form, from __future__ annotations)."""
-    ann = str(annotation)
-    if value is None:
-        if "None" in ann:
-            return None
-        raise InputError(key, value, "must be given")
-    if key == "period":
-        if isinstance(value, bool):
-            raise InputError(key, value, "must be an integer >= 1, 'stich' or 'prsgd'")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer() and abs(value) <= INT64_MAX:
-            return int(value)
-        if isinstance(value, str):
-            text = value.strip()
-            if _INT_TEXT.fullmatch(text):
-                return int_text(key, text)
-            return text.lower()
-        raise InputError(key, value, "must be an integer >= 1, 'stich' or 'prsgd'")
-    if ann.startswith("tuple[str"):
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v for v in items):
-            raise InputError(key, value, "must be a string or a list of strings")
-        return tuple(items)
-    if ann.startswith("bool"):
-        if isinstance(value, bool):
-            return value
-        raise InputError(key, value, "must be true or false")
-    if ann.startswith("int"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                if abs(value) > INT64_MAX:
-                    raise InputError(key, value, "must be an integer < 2^63")
-                return int(value)
-            raise InputError(key, value, "must be an integer")
-        return value
-    if ann.startswith("float"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(key, value, "must be a number")
-        try:
-            return float(value) + 0.0  # -0.0 becomes 0.0
-        except OverflowError:  # an integer beyond the largest float
-            raise InputError(key, value, "must be a finite number") from None
-    if key == "checkpoint_every" and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # TOML's `checkpoint_every = 500`: rounds
-    if ann.startswith("str"):
-        if not isinstance(value, str):
-            raise InputError(key, value, "must be a string")
-        return value
-    return value
+    if key not in FIELD_KINDS:
+        raise InputError(key, None, "unknown setting")
+    return typed(key, text, FIELD_KINDS[key], from_text=True)
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

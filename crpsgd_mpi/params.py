@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,12 @@ BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, 
 #: More digits than this cannot be a 64-bit count (and int() refuses 4300 or more).
 MAX_DIGITS = 40
 INT64_MAX = 2**63 - 1
+#: The kinds of value a component's parameter may declare; a core setting may also be "strs" (a string or a list of
+#: strings, kept as a tuple) or "period" (an integer or a word); "?" after a kind lets the value be None.
 KINDS = {"int": int, "float": float, "str": str, "bool": bool}
+ALL_KINDS = (*KINDS, "strs", "period")
+#: The core settings' annotations (string form) that are not the name of their kind.
+_ANNOTATED_KINDS = {"tuple[str, ...]": "strs", "int | str": "period"}
 
 
 def key(name: object) -> str:
@@ -64,6 +70,80 @@ def bool_text(name: str, text: str) -> bool:
     return BOOL_WORDS[word]
 
 
+def _period_text(name: str, text: str) -> int | str:
+    """A local-SGD period from text: an integer (ASCII digits, `int_text`), else a word, stripped and lower-case."""
+    return int_text(name, text) if INT_TEXT.fullmatch(text) else text.strip().lower()
+
+
+#: The kinds whose command-line text is parsed strictly (any other kind takes the text as it is).
+_TEXT_PARSERS: dict[str, Callable[[str, str], Any]] = {"int": int_text, "float": float_text, "bool": bool_text,
+                                                       "period": _period_text}
+
+
+def typed(name: str, value: Any, kind: str, *, from_text: bool = False) -> Any:
+    """`value` as a `kind` (KINDS), else InputError `NAME=VALUE: must be ...`; `from_text`: a str is command-line text."""
+    if value is None:
+        if kind.endswith("?"):
+            return None
+        raise InputError(name, value, "must be given")
+    kind = kind.removesuffix("?")
+    if kind not in ALL_KINDS:
+        raise ValueError(f"{name}: unknown kind {kind!r}")
+    if from_text and isinstance(value, str):
+        parse = _TEXT_PARSERS.get(kind)
+        return parse(name, value) if parse is not None else value
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise InputError(name, value, "must be true or false")
+    if kind == "int":
+        if isinstance(value, float) and value.is_integer():  # an integral float (TOML's 1e3) is that integer
+            if abs(value) > INT64_MAX:
+                raise InputError(name, value, "must be an integer < 2^63")
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(name, value, "must be an integer")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(name, value, "must be a number")
+        try:
+            return float(value) + 0.0  # -0.0 becomes 0.0
+        except OverflowError:  # an integer beyond the largest float
+            raise InputError(name, value, "must be a finite number") from None
+    if kind == "period":
+        return _period(name, value)
+    if kind == "strs":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v for v in items):
+            raise InputError(name, value, "must be a string or a list of strings")
+        return tuple(items)
+    if not isinstance(value, str):
+        raise InputError(name, value, "must be a string")
+    return value
+
+
+def _period(name: str, value: Any) -> int | str:
+    """A local-SGD period from a value: an integer, an integral float, or a text (stripped first)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) <= INT64_MAX:
+        return int(value)
+    if isinstance(value, str):
+        return _period_text(name, value.strip())
+    raise InputError(name, value, "must be an integer >= 1, 'stich' or 'prsgd'")
+
+
+def field_kind(annotation: object) -> str:
+    """The kind (see KINDS) of a core setting from its annotation's string form: `int | None` is "int?"."""
+    text = str(annotation)
+    base = text.removesuffix(" | None")
+    kind = _ANNOTATED_KINDS.get(base, base)
+    if kind not in ALL_KINDS:
+        raise ValueError(f"no kind of value for the annotation {text!r}")
+    return kind + ("?" if base != text else "")
+
+
 @dataclass(frozen=True)
 class Param:
     """One parameter of a component: `kind` is "int", "float", "str" or "bool"; an int or float may be bounded
@@ -86,49 +166,11 @@ class Param:
             raise ValueError(f"parameter {self.name}: kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
         if not self.help.strip():
             raise ValueError(f"parameter {self.name}: needs a one-line help text")
-        self.check(self.coerce(self.default))
+        self.value(self.default)
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
-
-    def parse(self, text: Any) -> Any:
-        """The value from command-line text, parsed strictly (a non-string passes to `coerce`)."""
-        if not isinstance(text, str):
-            return self.coerce(text)
-        if self.kind == "int":
-            return int_text(self.name, text)
-        if self.kind == "float":
-            return float_text(self.name, text)
-        if self.kind == "bool":
-            return bool_text(self.name, text)
-        return text
-
-    def coerce(self, value: Any) -> Any:
-        """A TOML or API value of the right type (an integral float for an int, an int for a float), else the one
-        message form."""
-        if self.kind == "bool":
-            if isinstance(value, bool):
-                return value
-            raise InputError(self.name, value, "must be true or false")
-        if self.kind == "int":
-            if isinstance(value, float) and value.is_integer() and abs(value) <= INT64_MAX:
-                return int(value)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InputError(self.name, value, "must be an integer")
-            return value
-        if self.kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise InputError(self.name, value, "must be a number")
-            try:
-                return float(value) + 0.0
-            except OverflowError:
-                raise InputError(self.name, value, "must be a finite number") from None
-        if not isinstance(value, str):
-            raise InputError(self.name, value, "must be a string")
-        if "\0" in value:
-            raise InputError(self.name, value, "must not contain a NUL character")
-        return value
 
     def check(self, value: Any) -> None:
         """The constraint: finite and within the bounds for numbers, one of the choices for strings."""
@@ -146,8 +188,10 @@ class Param:
             raise InputError(self.name, value, "must be one of " + ", ".join(self.choices))
 
     def value(self, raw: Any, from_text: bool = False) -> Any:
-        """Parsed (text) or coerced (any other value), then checked."""
-        v = self.parse(raw) if from_text else self.coerce(raw)
+        """`typed` (a str is command-line text where `from_text`), then checked; a str value must have no NUL."""
+        v = typed(self.name, raw, self.kind, from_text=from_text)
+        if not from_text and isinstance(v, str) and "\0" in v:
+            raise InputError(self.name, v, "must not contain a NUL character")
         self.check(v)
         return v
 

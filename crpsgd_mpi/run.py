@@ -22,7 +22,8 @@ from typing import Any, NoReturn
 from . import __version__, signals
 from .api import config_from, execute, execute_resume, plugin_list, refuse
 from .comm import rank_from_env
-from .config import BACKENDS, CORE_NAMES, DEVICES, REDUCTIONS, REGULARIZERS, STORAGES, Config, cli_value
+from .config import (BACKENDS, CORE_NAMES, DEVICES, FIELD_KINDS, REDUCTIONS, REGULARIZERS, STORAGES, Config,
+                     cli_value)
 from .errors import InputError, Interrupted
 from .outcome import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say
 from .optim import MOMENTUM_AVERAGES
@@ -108,18 +109,18 @@ def build_parser(selected: dict[str, str] | None = None) -> argparse.ArgumentPar
 
 def _core_option(p: Any, f: Any) -> None:
     flag = "--" + f.name.replace("_", "-")
-    ann = str(f.type)
+    kind = FIELD_KINDS[f.name].removesuffix("?")
     shown = f.default if not isinstance(f.default, tuple) else " ".join(f.default) or "none"
     helptext = f.metadata.get("help", "") + ("" if f.default is None else f" (default: {shown})")
-    if ann == "bool":
+    if kind == "bool":
         p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=helptext)
-    elif ann.startswith("tuple"):
+    elif kind == "strs":
         p.add_argument(flag, dest=f.name, action="append", default=None, metavar="MODULE_OR_FILE", help=helptext)
-    elif ann.startswith("int |") and f.name == "period":
+    elif kind == "period":
         p.add_argument(flag, dest=f.name, default=None, metavar="H|stich|prsgd", help=helptext)
-    elif ann.startswith("int"):  # parsed strictly by `cli_value`, as a TOML value would be
+    elif kind == "int":  # parsed strictly by `cli_value`, as a TOML value would be
         p.add_argument(flag, dest=f.name, default=None, metavar="INT", help=helptext)
-    elif ann.startswith("float"):
+    elif kind == "float":
         p.add_argument(flag, dest=f.name, default=None, metavar="X", help=helptext)
     elif f.name in _CHOICES:
         p.add_argument(flag, dest=f.name, default=None, metavar="{" + ",".join(_CHOICES[f.name]) + "}",

@@ -8,15 +8,20 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mpijobs import ShellJob
 
 from conftest import REPO, run_cli
+from crpsgd_mpi.config import CORE_NAMES, FIELD_KINDS, Config, cli_value
 from crpsgd_mpi.errors import InputError
-from crpsgd_mpi.params import Param
+from crpsgd_mpi.params import Param, field_kind, typed
+from crpsgd_mpi.run import build_parser
 from crpsgd_mpi.sweep import main as sweep
 from crpsgd_mpi.testing import ConformanceError, check_algorithm, check_schedule
 from crpsgd_mpi.trace import read_trace
@@ -243,3 +248,67 @@ def test_polynomial_plugin_under_plain_mpiexec_equals_in_process(tmp_path: Path)
     for c in ("round", "sfo", "batch_size", "bytes"):
         assert np.array_equal(a.rounds[c], b.rounds[c]), c
     assert np.array_equal(a.evals["loss"], b.evals["loss"]) and np.array_equal(a.x, b.x)
+
+
+# ---- one typed-parsing function (params.typed) for core settings and components' parameters -----------------------
+
+#: A core setting of each kind a parameter may declare, whose own checks never come first.
+CORE_OF_KIND = {"int": "seed", "float": "lam", "bool": "quiet", "str": "device"}
+PIECES = ["0", "1", "7", "42", "+", "-", ".", "e", "E308", "e400", "_", " ", "\t", "\u00a0", "nan", "inf", "-inf",
+          "\u0663", "\uff11", "9" * 19, "9" * 45, str(2**63), "\x00", "yes", "no", "On", "true", "FALSE", "cpu"]
+hostile_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.sampled_from([10**400, -(10**400), 2**63, -(2**63)]),
+    st.floats(), st.sampled_from([1e19, -1e19, float(2**63), -0.0, 7.0]),
+    st.lists(st.sampled_from(PIECES), max_size=4).map("".join), st.text(max_size=4),
+    st.lists(st.text(max_size=2), max_size=2), st.dates(),
+)
+
+
+def _typed_or_error(call: Callable[[], object]) -> tuple[str, object]:
+    try:
+        return "value", call()
+    except InputError as exc:
+        return "error", str(exc)
+
+
+@settings(max_examples=400, deadline=None)
+@given(kind=st.sampled_from(sorted(CORE_OF_KIND)), value=hostile_values, from_text=st.booleans())
+def test_core_settings_and_parameters_type_a_value_alike(kind: str, value: object, from_text: bool) -> None:
+    """A value (TOML, API) or a command-line text of one kind: a core setting and a component's parameter of that
+    kind refuse it in the same words (`typed`'s), or take the same typed value."""
+    name = CORE_OF_KIND[kind]
+    how, expected = _typed_or_error(lambda: typed(name, value, kind, from_text=from_text))
+    param = Param(name, kind, {"int": 0, "float": 0.0, "bool": False, "str": "cpu"}[kind], "the same kind")
+    by_param = _typed_or_error(lambda: param.value(value, from_text=from_text))
+    by_config = _typed_or_error(lambda: Config.from_mapping({name: cli_value(name, value) if from_text else value}))
+    if how == "error":
+        assert by_param == by_config == ("error", expected)
+        return
+    assert type(expected) is {"int": int, "float": float, "bool": bool, "str": str}[kind]
+    for got in (by_param[1] if by_param[0] == "value" else None,
+                getattr(by_config[1], name) if by_config[0] == "value" else None):
+        if got is not None:  # else refused by a range or NUL check, after typing
+            assert type(got) is type(expected) and (got == expected or got != got and expected != expected)
+
+
+@pytest.mark.parametrize("annotation, kind", [
+    ("int", "int"), ("int | None", "int?"), ("float | None", "float?"), ("bool", "bool"), ("str | None", "str?"),
+    ("tuple[str, ...]", "strs"), ("int | str", "period"),
+])
+def test_each_core_setting_has_a_kind_and_its_option_follows_it(annotation: str, kind: str) -> None:
+    assert field_kind(annotation) == kind
+    assert set(FIELD_KINDS) == CORE_NAMES
+    help_text = " ".join(build_parser().format_help().split())
+    for shown in ("--T INT", "--gamma X", "--workers INT", "--period H|stich|prsgd", "--quiet, --no-quiet",
+                  "--plugin MODULE_OR_FILE"):
+        assert shown in help_text
+
+
+def test_a_kind_no_setting_has_is_refused() -> None:
+    with pytest.raises(ValueError, match="no kind"):
+        field_kind("dict[str, int]")
+    with pytest.raises(ValueError, match="unknown kind"):
+        typed("x", 1, "complex")
+    assert typed("gamma", None, "float?") is None
+    with pytest.raises(InputError, match="^T=None: must be given$"):
+        typed("T", None, "int")
