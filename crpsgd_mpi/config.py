@@ -180,7 +180,8 @@ class Config:
                 kwargs[key] = typed(key, value, FIELD_KINDS[key])
             else:
                 rest[key] = (raw_key, value)
-        declared = component_params(*(kwargs.get(k, known[k].default)
+        defaults = {f.name: f.default for f in fields(cls)}
+        declared = component_params(*(kwargs.get(k, defaults[k])
                                       for k in ("algorithm", "schedule", "model", "dataset", "gamma_schedule")))
         extras: dict[str, Any] = {}
         for key, (raw_key, value) in rest.items():
