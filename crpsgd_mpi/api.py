@@ -165,7 +165,7 @@ def _attempt(path: str | Path, check: Callable[[], object]) -> InputError | None
         check()
     except InputError as exc:
         return exc
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever failed, the other ranks must hear the verdict
         return InputError("resume", str(path), f"cannot be resumed ({type(exc).__name__}: {exc})")
     return None
 

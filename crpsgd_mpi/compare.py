@@ -79,7 +79,7 @@ def read(path: str) -> Trace:
             raise ValueError("its rounds are not in order")
     except InputError:
         raise
-    except Exception as exc:  # a damaged file can make h5py, json or pandas raise anything
+    except Exception as exc:  # noqa: BLE001 - a damaged file can make h5py, json or pandas raise anything
         raise InputError("trace", path, f"damaged trace: {type(exc).__name__}: {exc}") from None
     return tr
 

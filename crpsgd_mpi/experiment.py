@@ -130,7 +130,7 @@ def resumable(run: Run) -> bool:
         if point.checkpoint is None or point.status in DONE:
             return False
         wanted = config_from(run.settings).to_dict()
-    except Exception:  # a trace that cannot be resumed is simply run again
+    except Exception:  # noqa: BLE001 - a trace that cannot be resumed is simply run again
         return False
     return all(point.options.get(key) == value for key, value in wanted.items() if key not in CHANGEABLE)
 

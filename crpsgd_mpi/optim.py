@@ -316,7 +316,7 @@ def make_gamma_schedule(cfg: Config) -> GammaSchedule:
         return GAMMA_SCHEDULES.build(cfg.gamma_schedule, Setting(cfg))
     except InputError:
         raise
-    except Exception as exc:  # a plug-in's own error, said in one line
+    except Exception as exc:  # noqa: BLE001 - a plug-in's own error, said in one line
         raise InputError("gamma_schedule", cfg.gamma_schedule, f"its factory failed: {type(exc).__name__}: {exc}") \
             from None
 

@@ -112,7 +112,7 @@ class Registry(Generic[T, P]):
             if ep.name not in self._items:
                 try:
                     self._items[ep.name] = ep.load()
-                except (Exception, SystemExit) as exc:  # a broken package must not break the others
+                except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken package must not break the others
                     raise InputError(self.field, ep.name, f"entry point {ep.value!r} of group {self.group} "
                                      f"failed to load: {type(exc).__name__}: {exc}") from None
 
@@ -241,7 +241,7 @@ def load_plugins(specs: Iterable[str]) -> None:
         except SystemExit as exc:  # the plug-in would end the run silently, with its status
             raise InputError("plugin", spec, f"called sys.exit({exc.code!r}) while importing{_where(exc, path)}: "
                              "a plug-in must not end the process") from None
-        except Exception as exc:  # a plug-in's own error, reported as one line
+        except Exception as exc:  # noqa: BLE001 - a plug-in's own error, reported as one line
             if isinstance(exc, ModuleNotFoundError) and exc.name and (spec == exc.name or spec.startswith(exc.name + ".")):
                 raise InputError("plugin", spec, f"cannot import: {exc}") from None
             raise InputError("plugin", spec, f"failed while importing{_where(exc, path)}: {type(exc).__name__}: "

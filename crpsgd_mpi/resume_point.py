@@ -97,7 +97,7 @@ def read_resume_point(path: str | Path) -> ResumePoint:
         raise
     except _BadHeader as exc:
         raise refuse(f"cannot be read as a trace ({exc})") from None
-    except Exception as exc:  # a damaged or foreign file is named in one line, whatever it holds
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file is named in one line, whatever it holds
         raise refuse(f"cannot be read as a trace ({type(exc).__name__}: {exc})") from None
 
 

@@ -203,7 +203,7 @@ class BatchSchedule(ABC):
                 if i >= EXACT_STAGES:
                     break
                 used, largest = used + b, max(largest, b)
-        except Exception:  # an adaptive plug-in's sizes() may refuse to be walked
+        except Exception:  # noqa: BLE001 - an adaptive plug-in's sizes() may refuse to be walked
             pass
         return max(budget, 1)
 
@@ -458,6 +458,6 @@ def schedule_bound(cfg: Config, n_workers: int, budget: int) -> tuple[int, str]:
         bound = int(make_schedule(cfg, n_workers).largest_batch(budget))
     except InputError:
         raise
-    except Exception:  # a plug-in's schedule
+    except Exception:  # noqa: BLE001 - a plug-in's schedule
         bound = budget
     return bound, ("B1" if bound <= cfg.B1 else "T")

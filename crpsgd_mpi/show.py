@@ -17,7 +17,7 @@ def describe(path: str) -> str:
         tr = read_trace(path)
     except InputError:
         raise
-    except Exception as exc:  # any unreadable file is one line naming it
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one line naming it
         raise InputError("trace", path, f"cannot be read: {type(exc).__name__}: {exc}") from None
     attrs, c = tr.attrs, tr.config
     lines = [f"{path}: {tr.status}",

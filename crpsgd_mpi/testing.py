@@ -191,7 +191,7 @@ def _check_resume(options: dict[str, Any], plugin: str | None, full: Trace, tmp:
         raise ConformanceError(f"a run with an injected fault after round {rounds // 2} completed")
     try:
         resumed = resume(out, quiet=True, **({"plugin": [plugin]} if plugin else {}))
-    except Exception as exc:  # said in the report
+    except Exception as exc:  # noqa: BLE001 - said in the report
         raise ConformanceError(f"exact resume: resuming raised {type(exc).__name__}: {exc}") from None
     if resumed is None or (len(resumed.rounds) < rounds and resumed.attrs.get("resumes") is None):
         report.skipped.append("exact resume: not resumable (no state(); the run starts over)")

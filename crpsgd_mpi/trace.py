@@ -484,7 +484,7 @@ def load_trace(path: str | Path) -> Trace:
         raise
     except OSError as exc:
         raise TraceError(path, f"not a readable HDF5 file: {exc}") from None
-    except Exception as exc:  # whatever a damaged file makes h5py, numpy or pandas raise
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes h5py, numpy or pandas raise
         raise TraceError(path, f"damaged ({type(exc).__name__}: {exc})") from None
     if not isinstance(attrs["status"], str) or attrs["status"] not in STATUSES:
         raise TraceError(path, f"its status {attrs['status']!r} is not one of {', '.join(STATUSES)}")

@@ -100,7 +100,7 @@ def in_process(argv: list[str]) -> Result:
             code = run_cli(*argv)
         except SystemExit as exc:  # argparse's own errors
             code = exc.code if isinstance(exc.code, int) else 1
-        except Exception:
+        except Exception:  # noqa: BLE001 - any other exception is the bug this property looks for
             import traceback
 
             return Result(None, out.getvalue(), err.getvalue() + "Traceback (in process):\n" + traceback.format_exc())
@@ -254,7 +254,7 @@ def vet(argv: list[str]) -> str | None:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             cfg = parse(argv)[0]
-        except BaseException:  # refused (or a bug): the command line is run and judged
+        except BaseException:  # noqa: BLE001 - refused (or a bug): the command line is run and judged
             return None
     return too_slow_to_run(cfg) if isinstance(cfg, Config) else "not a run"
 

@@ -246,7 +246,7 @@ def _load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise InputError("dataset", str(path), f"unsafe pickle refused: pickle references {_oneline(exc)}") from None
     except OSError as exc:
         raise InputError("dataset", str(path), f"cannot read: {_oneline(exc)}") from None
-    except Exception as exc:  # a hostile or damaged pickle can raise almost anything
+    except Exception as exc:  # noqa: BLE001 - a hostile or damaged pickle can raise almost anything
         reason = "truncated" if isinstance(exc, EOFError) else f"{type(exc).__name__}: {_oneline(exc)}"
         raise InputError("dataset", str(path), f"not a readable CIFAR-10 batch pickle ({reason})") from None
     return _check_batch(path, batch)

@@ -44,7 +44,7 @@ def hdf5_inputs(path: str) -> list[Path]:
             for name in ("X", "y"):
                 try:
                     obj = f[name]
-                except Exception:  # missing, dangling: the reader says so
+                except Exception:  # noqa: BLE001 - missing, dangling: the reader says so
                     continue
                 holder = Path(obj.file.filename)
                 found.append(holder)
@@ -54,7 +54,7 @@ def hdf5_inputs(path: str) -> list[Path]:
                 names += [entry[0] for entry in obj.external or []]
                 for n in map(os.fsdecode, names):
                     found += [Path(n)] if os.path.isabs(n) else [holder.parent / n, Path(n)]
-    except Exception:  # not HDF5, damaged: the reader names it
+    except Exception:  # noqa: BLE001 - not HDF5, damaged: the reader names it
         pass
     return found
 
@@ -156,7 +156,7 @@ class HDF5Source(FileSource):
                     self._check_filters(name, dset)
         except InputError:
             raise
-        except Exception as exc:  # h5py reports a damaged file with many exception types
+        except Exception as exc:  # noqa: BLE001 - h5py reports a damaged file with many exception types
             raise self.fail(f"not a readable HDF5 file: {shown(exc)}") from None
         self.shape = (int(shape[0]), int(shape[1]))
 
@@ -210,7 +210,7 @@ class HDF5Source(FileSource):
                 for lo in range(0, self.shape[0], step):
                     if np.any(X[lo:lo + step]):
                         return False
-        except Exception:  # damaged, changed: said when the rows are read
+        except Exception:  # noqa: BLE001 - damaged, changed: said when the rows are read
             return None
         return True
 
@@ -227,7 +227,7 @@ class HDF5Source(FileSource):
                 y_sorted = np.asarray(f["y"][sorted_idx], dtype=np.float64)
         except MemoryError:
             raise
-        except Exception as exc:  # truncation, corruption, a file changed since it was opened
+        except Exception as exc:  # noqa: BLE001 - truncation, corruption, a file changed since it was opened
             raise self.fail(f"cannot read its rows: {shown(exc)}") from None
         if X_sorted.shape != (index.size, d):
             raise self.fail(f"/X changed while reading: got {X_sorted.shape} rows for {index.size}")
