@@ -198,8 +198,7 @@ def parse(argv: Sequence[str] | None) -> tuple[Config | Resume | None, str | Non
                 lines.append(f"{registry.kind}s ({flag}):")
                 width = max(len(name) for name, _ in rows)
                 lines += [f"  {name:<{width}}  {doc}{_own(registry, name)}" for name, doc in rows]
-        lines.append("data sets also: a LIBSVM/svmlight or HDF5 (/X, /y) file path, or cifar10:DIR (the CIFAR-10 "
-                     "python or binary distribution in DIR)")
+        lines.append("data sets also: a LIBSVM/svmlight or HDF5 (/X, /y) file path")
         _print_out("\n".join(lines), "--list")
         return None, None
     return config_from(options, path, text=text), path

@@ -230,3 +230,28 @@ def test_a_network_trace_of_before_the_budget_resumes_as_it_evaluated(tmp_path: 
     point = ResumePoint(tmp_path / "old.h5", "running", options, 2, None, None, None, 0, None, [])
     cfg = resumed_config(point, {})
     assert cfg.eval_samples == 10_000 and cfg.test_samples >= 10**9 and cfg.eval_points == 40
+
+
+def test_an_image_data_set_is_asked_of_the_registry(cifar: Path, capsys: pytest.CaptureFixture[str],
+                                                    tmp_path: Path) -> None:
+    """A network takes the image form any registered data set answers (a plug-in's too); CIFAR-10 under logistic
+    regression, or a data set with no image form under a network, is one line naming it."""
+    from crpsgd_mpi.data.images import Cifar10Images
+    from crpsgd_mpi.registry import DATASETS
+
+    DATASETS.register("my-images", lambda setting: DATASETS.build("synthetic", setting),
+                      answers={"images": lambda setting: Cifar10Images(setting.argument)})
+    try:
+        a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+        args = ["--backend", "local", "--workers", "2", *net_args(cifar)[4:], "--T", "40", "--model", "cnn"]
+        assert run_cli(*args, "--dataset", f"my-images:{cifar}", "--out", str(a)) == 0
+        assert run_cli(*args, "--dataset", f"cifar10:{cifar}", "--out", str(b)) == 0
+        assert np.array_equal(read_trace(a).x, read_trace(b).x)
+        capsys.readouterr()
+        assert run_cli(*args, "--dataset", "synthetic") == 2
+        assert "needs an image data set: cifar10 or fashion-mnist or my-images" in capsys.readouterr().err
+    finally:
+        DATASETS._items.pop("my-images", None)
+    assert run_cli("--backend", "local", "--workers", "2", "--dataset", f"cifar10:{cifar}") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("is an image data set: use it with a network (--model cnn or resnet20), not --model logreg")

@@ -1,5 +1,6 @@
 """Datasets: the synthetic generator, Fashion-MNIST, LIBSVM and HDF5 files, and the seeded sharding."""
 
+from . import registered  # noqa: F401  (the built-in data sets register themselves)
 from .base import Dataset, Matrix, Shard, Source
 from .files import FileSource, HDF5Source, LibsvmSource
 from .fmnist import FMNIST_POSITIVE, FashionMNISTSource

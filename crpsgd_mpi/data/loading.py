@@ -14,26 +14,6 @@ from ..registry import DATASETS, Setting
 from ..seeding import Stream, rng_for
 from .base import Dataset, Shard, Source, binary_labels, check_finite, check_source, to_storage
 from .files import HDF5_SUFFIXES, HDF5Source, LibsvmSource, hdf5_inputs
-from .fmnist import FashionMNISTSource
-from .synthetic import SyntheticSource, fixed_needs
-
-
-def _places(setting: Setting) -> list[Path]:
-    """The files or folders a data set built from `setting` reads (an --out must be none of them)."""
-    return [Path(setting.argument or setting.cfg.fmnist_dir)]
-
-
-@DATASETS.register("synthetic", answers={"fixed_needs": fixed_needs, "inputs": lambda setting: []})
-def _synthetic(setting: Setting) -> Source:
-    """Gaussian features, planted linear labels (--samples, --features, --condition, --label-noise, --data-seed)."""
-    cfg = setting.cfg
-    return SyntheticSource(cfg.samples, cfg.features, cfg.condition, cfg.label_noise, cfg.data_seed)
-
-
-@DATASETS.register("fashion-mnist", answers={"inputs": _places})
-def _fashion_mnist(setting: Setting) -> Source:
-    """The 60000 Fashion-MNIST training images, binary split (--fmnist-dir, or fashion-mnist:DIR)."""
-    return FashionMNISTSource(setting.argument or setting.cfg.fmnist_dir)
 
 
 def open_source(cfg: Config) -> Source:

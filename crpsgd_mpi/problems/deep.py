@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import Config
-from ..data.images import Cifar10Images, FashionMNISTImages, ImageSource, load_images
+from ..data.images import ImageSource, load_images
 from ..data.loading import shard_bounds
 from ..errors import InputError
 from ..ledger import EvalBudget, evaluation_budget
-from ..registry import Setting
+from ..registry import DATASETS, Setting
 from .base import Problem, register_problem
 from .regularizers import make_regularizer
 
@@ -29,15 +29,18 @@ if TYPE_CHECKING:  # torch is imported when a network is built, not with this mo
 
 
 def image_source(cfg: Config) -> ImageSource:
-    """The image form of the data set --dataset names: fashion-mnist[:DIR] or cifar10:DIR."""
+    """The image form of the data set --dataset names (a registered data set's `images` answer: fashion-mnist[:DIR],
+    cifar10:DIR, or a plug-in's)."""
     name, _, arg = cfg.dataset.partition(":")
-    if name == "fashion-mnist":
-        return FashionMNISTImages(arg or cfg.fmnist_dir)
-    if name == "cifar10":
-        if not arg:
-            raise InputError("dataset", cfg.dataset, "name the folder of the CIFAR-10 files: cifar10:DIR")
-        return Cifar10Images(arg)
-    raise InputError("dataset", cfg.dataset, f"model {cfg.model!r} needs an image data set: fashion-mnist or cifar10:DIR")
+    images = DATASETS.answer(name, "images", None) if name in DATASETS else None
+    if images is None:
+        which = [n for n in DATASETS.names() if DATASETS.answer(n, "images", None) is not None]
+        raise InputError("dataset", cfg.dataset, f"model {cfg.model!r} needs an image data set: {' or '.join(which)}")
+    source = images(Setting(cfg, argument=arg or None))
+    if not isinstance(source, ImageSource):
+        raise InputError("dataset", cfg.dataset, f"its images answer returned {type(source).__name__}, not an "
+                                                 "ImageSource")
+    return source
 
 
 class NetProblem(Problem):
