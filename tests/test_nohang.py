@@ -6,6 +6,7 @@ other rank at once: nobody is left to mark the trace (it stays `running`, every 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -47,6 +48,16 @@ def ended(job: ShellJob, limit: float) -> tuple[int | None, float]:
     seconds = time.monotonic() - t0
     print(f"--- exit {code} after {seconds:.2f} s\n{job.output()}")
     return code, seconds
+
+
+def aborted_with(code: int | None, expected: int, output: str) -> bool:
+    """The job's exit status is `expected`; under MPICH also SIGKILL's 9 once hydra printed rank 0's
+    MPI_Abort(expected): hydra's proxy SIGKILLs every local process when it hears the abort, the aborting rank among
+    them, racing that rank's own exit(expected) (seen once in a full CI run, on a loaded machine)."""
+    if code == expected:
+        return True
+    called = re.search(rf"application called MPI_Abort\(comm=0x[0-9a-f]+, {expected}\)", output)
+    return MPI == "mpich" and code == signal.SIGKILL and called is not None and "Killed (signal 9)" in output
 
 
 def test_sigkill_of_a_worker_rank_marks_failed_naming_it(tmp_path: Path) -> None:
@@ -98,7 +109,7 @@ def test_signal_to_mpiexec_marks_interrupted(tmp_path: Path, sig: signal.Signals
     code, seconds = ended(job, 60)
     # Open MPI's mpiexec ends the job itself and always exits 1 then (PRRTE's convention); MPICH's hydra forwards the
     # signal to every rank (from hydra_pmi_proxy) and exits with the status of rank 0's MPI_Abort(130)
-    assert code == {"openmpi": 1, "mpich": 130}.get(MPI, code) and code not in (None, 0)
+    assert aborted_with(code, {"openmpi": 1, "mpich": 130}.get(MPI, code), job.output()) and code not in (None, 0)
     assert seconds < 20
     tr = read_trace(out)
     assert tr.status == "interrupted" and tr.rounds["round"].size > 0
@@ -113,7 +124,7 @@ def test_sigterm_to_one_rank_ends_the_job_with_130(tmp_path: Path, sig: signal.S
     job, ranks, out = start(tmp_path, n=3)
     os.kill(ranks[1], sig)
     code, seconds = ended(job, 60)
-    assert code == 130 and seconds < 30  # within seconds; generous for a loaded CI machine
+    assert aborted_with(code, 130, job.output()) and seconds < 30  # within seconds; generous for a loaded CI machine
     tr = read_trace(out)
     assert tr.status == "interrupted" and "rank 1" in tr.attrs["message"]
     assert [line for line in ours(job.output()) if "interrupted" in line] == [
