@@ -36,7 +36,7 @@ help:
 	@echo "make install-torch  adds torch ($(TORCH), CPU) for the networks; make test and make figures-deep do it too"
 	@echo "make data    as root: the Debian packages dataset-fashion-mnist and hdf5-tools (make test does it too)"
 	@echo "make figures  run every experiment family without a complete trace, then draw figures/ and the table"
-	@echo "make figures-deep  the second experiment: ResNet20 on Fashion-MNIST, N = 8 (about 20 minutes here; installs torch)"
+	@echo "make figures-deep  the second experiment: ResNet20 and a CNN on Fashion-MNIST, N = 8, 3 seeds (about an hour here; GRID=1 adds the step-size grids, about 25 minutes; installs torch)"
 	@echo "make bench    performance ratios (kernel vs DRAM read, simulator vs raw mpi4py and numpy loops, local vs MPI, schedule cost vs rho, the three reductions per round, N workers on 2 ranks vs N ranks)"
 	@echo "make lint     ruff, then mypy over the package (installs torch: the networks' code is checked against its types)"
 	@echo "make docs     the documentation (Sphinx) into docs/_build/html, and its doctests; warnings are errors"
@@ -101,8 +101,8 @@ experiments: $(STAMP) data
 figures: experiments
 	MPLBACKEND=Agg $(BIN)/python -m crpsgd_mpi.figures --results results --experiments experiments --out figures
 
-# The paper's second experiment: ResNet20 and a small CNN (3 seeds) on Fashion-MNIST, N = 8, one epoch, momentum 0.9
-# (about 45 minutes here; GRID=1 also reruns both step-size grids, about an hour more). Resumable like the other
+# The paper's second experiment: ResNet20 and a small CNN (3 seeds each) on Fashion-MNIST, N = 8, one epoch, momentum
+# 0.9 (about an hour here, two runs at a time; GRID=1 also runs both step-size grids, about 25 minutes more). Resumable like the other
 # families; not part of `make figures` or `make test`.
 figures-deep: $(STAMP) $(TORCH_STAMP) data
 	$(ACTIVATE) python -m crpsgd_mpi.sweep --results results-deep experiments/deep/resnet20_fmnist.toml \
