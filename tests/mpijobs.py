@@ -76,8 +76,8 @@ class ShellJob:
             found = {}
             for pid in process_tree(self.proc.pid):
                 self.tree.add(pid)
-                rank = _rank_of(pid)
-                if rank is not None and _is_python(pid):
+                rank = rank_of(pid)
+                if rank is not None and is_python(pid):
                     found[rank] = pid
             if len(found) == n:
                 return found
@@ -86,13 +86,12 @@ class ShellJob:
             time.sleep(0.05)
         raise AssertionError(f"ranks did not start: {self.output()}")
 
-    def wait(self, timeout: float, kill: bool = True) -> int | None:
-        """Exit status, or None if it has not ended after `timeout` seconds (then killed, unless `kill` is False)."""
+    def wait(self, timeout: float) -> int | None:
+        """Exit status, or None if it has not ended after `timeout` seconds (then killed)."""
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            if kill:
-                self.kill()
+            self.kill()
             return None
 
     def seconds(self) -> float:
@@ -129,7 +128,8 @@ def ours(output: str) -> list[str]:
     return [ln for ln in output.splitlines() if ln.startswith("crpsgd_mpi")]
 
 
-def _rank_of(pid: int) -> int | None:
+def rank_of(pid: int) -> int | None:
+    """The MPI rank the launcher gave process `pid` (None: not a rank, or gone)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as fh:
             env = dict(item.split(b"=", 1) for item in fh.read().split(b"\0") if b"=" in item)
@@ -142,7 +142,7 @@ def _rank_of(pid: int) -> int | None:
     return None
 
 
-def _is_python(pid: int) -> bool:
+def is_python(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             return b"crpsgd_mpi.run" in fh.read() and "python" in os.readlink(f"/proc/{pid}/exe")

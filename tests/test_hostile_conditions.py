@@ -406,7 +406,9 @@ MPIEXEC_MOMENTS = [0.0, 0.05, 0.2, 0.5, 1.0, 2.0, 4.0]
 def test_sigint_to_mpiexec_at_any_moment(tmp_path: Path) -> None:
     """Counted from the moment every rank runs our code (before it, CPython's own start-up and the launcher's own
     start-up, see the next test). Open MPI's mpiexec ends the job itself and exits 1 (PRRTE's rule); hydra forwards
-    the SIGINT to every rank, which end the job with MPI_Abort(130) or, before MPI starts, exit 130."""
+    the SIGINT to every rank, which end the job with MPI_Abort(130) or, before MPI starts, exit 130. On a loaded
+    machine the ranks are seconds apart: one may still be importing (it exits 130 at once) while another waits in
+    MPI_Init for it (its start guard takes the signal: two CI runs hung here before it existed)."""
     expected = {"openmpi": 1, "mpich": 130}[_mpi() or "openmpi"]
     for i, moment in enumerate(MPIEXEC_MOMENTS):
         out = tmp_path / f"m{i}.h5"
@@ -416,12 +418,7 @@ def test_sigint_to_mpiexec_at_any_moment(tmp_path: Path) -> None:
             time.sleep(0.002)
         time.sleep(moment)
         job.proc.send_signal(signal.SIGINT)
-        code = job.wait(30, kill=_mpi() != "mpich")
-        if code is None and _mpi() == "mpich":
-            # hydra said 'Sending Ctrl-C to processes as requested' and no rank saw it (seen twice, 0.5 s and 1 s after
-            # every rank ran, in full CI runs): what then holds is the start-up test's promise, a SIGTERM ends it
-            job.proc.send_signal(signal.SIGTERM)
-            code = job.wait(60)
+        code = job.wait(60)
         text = job.output()
         status = read_trace(out).status if out.exists() else None
         print(moment, code, status, ours(text))

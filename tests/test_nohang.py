@@ -15,9 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from mpijobs import ShellJob, ours
+from mpijobs import ShellJob, is_python, ours, rank_of
 
 from crpsgd_mpi.mpienv import detect_mpi
+from crpsgd_mpi.procs import process_tree, send
 from crpsgd_mpi.trace import read_trace
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(180)]
@@ -211,6 +212,78 @@ def test_a_rank_that_never_reaches_the_last_meeting_is_ended_by_the_watchdog(tmp
     assert lines[0].startswith("crpsgd_mpi: error: out='exists.h5': exists"), lines
     assert any("stalled" in ln and "rank 1 did not arrive" in ln for ln in lines), lines
     assert job.leftovers() == []
+
+
+@pytest.mark.timeout(90)
+def test_a_rank_gone_before_mpi_starts_leaves_no_rank_deaf_to_signals(tmp_path: Path) -> None:
+    """A Ctrl-C that reaches one rank before its signals are blocked ends it at once (status 130, MPI never
+    started); the others, already waiting in MPI_Init for it, hold their own signal blocked. Under MPICH nothing
+    else would end them (hydra does not end a job whose rank left before joining): the start guard takes the
+    signal and ends each one with 130. Here rank 1 leaves during its start-up, and the others are signalled while
+    they wait (under Open MPI the launcher may already have ended the job)."""
+    plugin = tmp_path / "leave.py"
+    plugin.write_text(textwrap.dedent(f'''
+        """Rank 1 ends during its start-up, as a Ctrl-C before its signals were blocked would end it."""
+        import os
+        if {_RANK} == "1":
+            os._exit(130)
+        '''))
+    job = ShellJob(f"mpiexec -n 3 python -m crpsgd_mpi.run {LONG} --plugin {plugin} --out t.h5", cwd=tmp_path)
+    deadline, waiting = time.monotonic() + 60, set()
+    while time.monotonic() < deadline and job.proc.poll() is None and len(waiting) < 2:
+        for pid in process_tree(job.proc.pid):
+            if rank_of(pid) in (0, 2) and is_python(pid) and _blocks_sigterm(pid):  # waiting for MPI to start
+                waiting.add(pid)
+        time.sleep(0.05)
+    if job.proc.poll() is None:
+        assert len(waiting) == 2, job.output()
+        time.sleep(0.5)
+        send(list(waiting), signal.SIGTERM)
+    code, seconds = ended(job, 30)
+    assert code not in (None, 0), (code, job.output())
+    assert not (tmp_path / "t.h5").exists()
+    assert job.leftovers() == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", ["signal", "limit"])
+def test_the_start_guard_ends_a_process_that_waits_for_mpi(tmp_path: Path, case: str) -> None:
+    """The guard alone, in a process whose main thread waits (as in MPI_Init): a SIGTERM ends it at once with 130
+    and nothing said; with a time limit it says which rank waited and exits 1."""
+    script = tmp_path / "wait.py"
+    script.write_text(textwrap.dedent(f"""
+        import time
+        from crpsgd_mpi import threads  # as in crpsgd_mpi.run: no BLAS threads, which would take the signal
+        from crpsgd_mpi import signals
+        from crpsgd_mpi.comm.supervisor import StartGuard
+        signals.block()
+        print("waiting", flush=True)
+        with StartGuard(3, {0.0 if case == "signal" else 0.5}):
+            time.sleep(30)
+        """))
+    job = ShellJob(f"python {script}", cwd=tmp_path)
+    while "waiting" not in job.output() and job.proc.poll() is None:
+        time.sleep(0.02)
+    if case == "signal":
+        time.sleep(0.2)
+        job.proc.send_signal(signal.SIGTERM)
+    code, seconds = ended(job, 20)
+    assert seconds < 10
+    if case == "signal":
+        assert (code, ours(job.output())) == (130, [])
+    else:
+        assert code == 1 and ours(job.output()) == [
+            "crpsgd_mpi: failed: rank 3: MPI did not start within 0.5 s (another rank ended before joining, or its host "
+            "cannot be reached; the limit follows --stall-timeout)"]
+
+
+def _blocks_sigterm(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            blocked = next(int(ln.split()[1], 16) for ln in fh if ln.startswith("SigBlk:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(blocked & (1 << (signal.SIGTERM - 1)))
 
 
 def test_every_one_rank_case_is_listed() -> None:

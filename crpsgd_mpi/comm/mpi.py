@@ -3,24 +3,49 @@ sum by default), and a supervisor so that no job hangs."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
 from ..errors import InputError
-from ..launchers import launcher_name
+from ..launchers import launcher_name, rank_from_env
 from .base import Backend
 from .exact import GATHER_ELEMENTS, ExactSum, exact_for, implementation
 from .local import ordered_sum
-from .supervisor import TAG_FAIL, Heartbeat, Peer, Supervisor, host_id
+from .supervisor import TAG_FAIL, Heartbeat, Peer, StartGuard, Supervisor, host_id
 
 if TYPE_CHECKING:
     from mpi4py import MPI
 
 _PEER_BYTES = 256
+#: The least time MPI is given to start on every rank (seconds) when a stall timeout is set: a short stall timeout
+#: is meant for rounds, and ten ranks sharing two cores take seconds to start.
+START_FLOOR = 60.0
+
+
+def start_mpi() -> Any:
+    """mpi4py's MPI module with MPI started as mpi4py starts it (MPI_THREAD_MULTIPLE, errors raised as exceptions,
+    finalized at exit), but through ctypes, which lets go of the GIL: while MPI_Init waits for the other ranks, the
+    start guard (a Python thread) can still take a signal. mpi4py's own start, at import, holds the GIL throughout."""
+    import mpi4py
+
+    mpi4py.rc.initialize = False
+    mpi4py.rc.finalize = True
+    from mpi4py import MPI
+
+    if not MPI.Is_initialized():  # imported and started before us (a caller of the API that uses mpi4py itself)
+        provided = ctypes.c_int(-1)
+        code = ctypes.CDLL(MPI.__file__).MPI_Init_thread(None, None, ctypes.c_int(MPI.THREAD_MULTIPLE),
+                                                         ctypes.byref(provided))
+        if code != 0:
+            raise RuntimeError(f"MPI_Init_thread failed with error code {code}")
+        for comm in (MPI.COMM_SELF, MPI.COMM_WORLD):
+            comm.Set_errhandler(MPI.ERRORS_RETURN)
+    return MPI
 
 
 class MPIBackend(Backend):
@@ -47,24 +72,23 @@ class MPIBackend(Backend):
                  spin_seconds: float | None = None, poll_sleep: float = 5e-5, max_sleep: float = 1e-3) -> None:
         from .. import signals
 
-        signals.block()  # before MPI starts its threads, so that only the supervisor ever takes our signals
-        from mpi4py import MPI
-
-        self.MPI = MPI
-        self.comm = MPI.COMM_WORLD.Dup()
-        self.rank = self.comm.Get_rank()
-        self.n_ranks = self.comm.Get_size()
-        self.is_root = self.rank == 0
-        self.reduction = reduction
-        self.poll_sleep, self.max_sleep = poll_sleep, max_sleep
-        self.spin_seconds = 0.0  # until this host's ranks are counted
-        self._gather: dict[tuple[int, np.dtype], np.ndarray] = {}
-        self._out: dict[tuple[int, np.dtype], np.ndarray] = {}
-        self._exact: dict[tuple[int, np.dtype], ExactSum] = {}
-        self._blocking_wait = MPI.get_vendor()[0] == "Open MPI"
-        self.heartbeat = Heartbeat()
-        self.supervisor = Supervisor(MPI.COMM_WORLD.Dup(), self.abort, self.heartbeat, stall_timeout, self.ending)
-        self.supervisor.start()
+        signals.block()  # before MPI starts its threads, so that only our threads ever take our signals
+        with StartGuard(rank_from_env(), max(stall_timeout, START_FLOOR) if stall_timeout > 0 else 0.0):
+            self.MPI = MPI = start_mpi()
+            self.comm = MPI.COMM_WORLD.Dup()
+            self.rank = self.comm.Get_rank()
+            self.n_ranks = self.comm.Get_size()
+            self.is_root = self.rank == 0
+            self.reduction = reduction
+            self.poll_sleep, self.max_sleep = poll_sleep, max_sleep
+            self.spin_seconds = 0.0  # until this host's ranks are counted
+            self._gather: dict[tuple[int, np.dtype], np.ndarray] = {}
+            self._out: dict[tuple[int, np.dtype], np.ndarray] = {}
+            self._exact: dict[tuple[int, np.dtype], ExactSum] = {}
+            self._blocking_wait = MPI.get_vendor()[0] == "Open MPI"
+            self.heartbeat = Heartbeat()
+            self.supervisor = Supervisor(MPI.COMM_WORLD.Dup(), self.abort, self.heartbeat, stall_timeout, self.ending)
+        self.supervisor.start()  # a signal that came after the guard ended is pending: the supervisor takes it
         raw = self._allgather_bytes(f"{socket.gethostname()}\0{host_id()}\0{os.getpid()}".encode(), _PEER_BYTES)
         self.peers = [Peer(r, *_split_peer(b)) for r, b in enumerate(raw)]
         self.supervisor.watch(self.peers)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
-from ..outcome import EXIT_FAILED, EXIT_INTERRUPTED, say_ended, silences_output
+from ..outcome import EXIT_FAILED, EXIT_INTERRUPTED, say, say_ended, silences_output
 from ..procs import process_alive
 
 if TYPE_CHECKING:
@@ -69,6 +69,39 @@ def host_id() -> str:
     except OSError:
         ns = "?"
     return f"{socket.gethostname()}|{boot}|{ns}"
+
+
+class StartGuard(threading.Thread):
+    """A rank's signals and patience while MPI starts, from `signals.block()` until the `Supervisor` takes over.
+
+    MPI_Init waits for every rank; a rank that ended before joining (a Ctrl-C that reached it before its signals were
+    blocked, a crash) leaves the others waiting there for ever under MPICH's hydra, which does not end such a job,
+    while their own SIGINT or SIGTERM pends, blocked. So this thread takes the signals with `sigtimedwait`: one ends
+    the process at once, silently, with status 130 (nothing is written yet); and a rank still waiting after `limit`
+    seconds (the stall timeout, at least a minute; 0: no limit) says so in one line and exits 1."""
+
+    def __init__(self, rank: int, limit: float, tick: float = 0.05) -> None:
+        super().__init__(name="crpsgd-start-guard", daemon=True)
+        self.rank, self.limit, self.tick = rank, limit, tick
+        self._mpi_up = threading.Event()
+
+    def __enter__(self) -> StartGuard:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._mpi_up.set()
+        self.join()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self._mpi_up.is_set():
+            if signal.sigtimedwait(signals.HANDLED, self.tick) is not None:
+                os._exit(EXIT_INTERRUPTED)
+            if self.limit > 0 and time.monotonic() > deadline and not self._mpi_up.is_set():
+                say(f"crpsgd_mpi: failed: rank {self.rank}: MPI did not start within {self.limit:g} s (another rank "
+                    f"ended before joining, or its host cannot be reached; the limit follows --stall-timeout)")
+                os._exit(EXIT_FAILED)
 
 
 class Supervisor(threading.Thread):
