@@ -290,14 +290,17 @@ MOMENTS = [0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.8, 1.2, 2.0]
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_at_any_moment_of_an_in_process_run(tmp_path: Path, sig: signal.Signals) -> None:
-    seen = []
-    for i, moment in enumerate(MOMENTS):
+    seen: list[tuple[float | None, int, str | None]] = []
+    for i, moment in enumerate([*MOMENTS, None]):  # None: once rounds are in the trace, however long start-up took
         out = tmp_path / f"t{i}.h5"
         proc = subprocess.Popen([*RUN, *LONG, "--out", str(out)], cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "CRPSGD_CACHE": str(tmp_path)})
         while not _ours_running(proc.pid) and proc.poll() is None:
             time.sleep(0.002)
-        time.sleep(moment)
+        if moment is None:
+            _wait_for_rounds(out, proc)
+        else:
+            time.sleep(moment)
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
         status = read_trace(out).status if out.exists() else None
@@ -307,7 +310,19 @@ def test_a_signal_at_any_moment_of_an_in_process_run(tmp_path: Path, sig: signal
         assert status in (None, "interrupted"), (moment, status)  # never a trace left 'running'
         assert len(ours(stderr)) <= 1 and not [p for p in tmp_path.iterdir() if p.name.endswith(".creating")]
     print(seen)
-    assert any(s == "interrupted" for _, _, s in seen)  # the later moments did reach the rounds
+    assert seen[-1][2] == "interrupted"
+
+
+def _wait_for_rounds(out: Path, proc: subprocess.Popen, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if read_trace(out).rounds["round"].size > 0:
+                return
+        except (OSError, KeyError, ValueError):
+            pass  # not created yet, or caught mid-append
+        time.sleep(0.05)
+    raise AssertionError(f"no round reached the trace in {limit:g} s")
 
 
 #: A plug-in that makes every HDF5 read slow (a slow disk, a large file): it says when the first read began.
