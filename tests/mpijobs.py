@@ -5,15 +5,18 @@ is left behind."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from crpsgd_mpi.launchers import PREFIXES, RANK_VARIABLES
 from crpsgd_mpi.procs import kill_tree, process_alive, process_tree, send
+from crpsgd_mpi.trace import read_trace
 
 ACTIVATE = Path(sys.executable).parent / "activate"
 #: Settings a developer's shell may carry; a user's fresh shell has none (the installed files decide).
@@ -148,3 +151,27 @@ def is_python(pid: int) -> bool:
             return b"crpsgd_mpi.run" in fh.read() and "python" in os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return False
+
+
+def sigterm_in(pid: int, mask: str) -> bool:
+    """Whether SIGTERM is in process `pid`'s (main thread's) signal set `mask` from /proc: SigCgt (caught, our
+    handlers are installed), SigBlk (blocked: on its way to MPI); False when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            bits = next(int(ln.split()[1], 16) for ln in fh if ln.startswith(f"{mask}:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(bits & (1 << (signal.SIGTERM - 1)))
+
+
+def wait_for_rounds(out: Path, running: Callable[[], bool], limit: float = 60.0) -> bool:
+    """Wait until the trace `out` holds a round (True), the job stops `running`, or `limit` seconds pass."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and running():
+        try:
+            if read_trace(out).rounds["round"].size > 0:
+                return True
+        except (OSError, KeyError, ValueError):
+            pass  # not created yet, or caught mid-append
+        time.sleep(0.05)
+    return False

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from mpijobs import ShellJob, ours
+from mpijobs import ShellJob, ours, sigterm_in, wait_for_rounds
 
 from conftest import HEART
 from crpsgd_mpi.procs import process_alive, process_tree, send
@@ -276,12 +276,7 @@ def test_a_damaged_fstar_cache_is_named_and_never_fatal(tmp_path: Path, damage: 
 # -- 3. every way a run is stopped ends it cleanly, at any moment -------------------------------------------------
 def _ours_running(pid: int) -> bool:
     """True once the process catches SIGTERM: our handlers are installed (before that, Python's own start-up)."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            caught = next(int(ln.split()[1], 16) for ln in fh if ln.startswith("SigCgt:"))
-    except (OSError, StopIteration):
-        return False
-    return bool(caught & (1 << (signal.SIGTERM - 1)))
+    return sigterm_in(pid, "SigCgt")
 
 
 MOMENTS = [0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.8, 1.2, 2.0]
@@ -298,7 +293,7 @@ def test_a_signal_at_any_moment_of_an_in_process_run(tmp_path: Path, sig: signal
         while not _ours_running(proc.pid) and proc.poll() is None:
             time.sleep(0.002)
         if moment is None:
-            _wait_for_rounds(out, proc)
+            assert wait_for_rounds(out, lambda p=proc: p.poll() is None), "no round reached the trace"
         else:
             time.sleep(moment)
         proc.send_signal(sig)
@@ -311,18 +306,6 @@ def test_a_signal_at_any_moment_of_an_in_process_run(tmp_path: Path, sig: signal
         assert len(ours(stderr)) <= 1 and not [p for p in tmp_path.iterdir() if p.name.endswith(".creating")]
     print(seen)
     assert seen[-1][2] == "interrupted"
-
-
-def _wait_for_rounds(out: Path, proc: subprocess.Popen, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if read_trace(out).rounds["round"].size > 0:
-                return
-        except (OSError, KeyError, ValueError):
-            pass  # not created yet, or caught mid-append
-        time.sleep(0.05)
-    raise AssertionError(f"no round reached the trace in {limit:g} s")
 
 
 #: A plug-in that makes every HDF5 read slow (a slow disk, a large file): it says when the first read began.

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from mpijobs import ShellJob, is_python, ours, rank_of
+from mpijobs import ShellJob, is_python, ours, rank_of, sigterm_in, wait_for_rounds
 
 from crpsgd_mpi.mpienv import detect_mpi
 from crpsgd_mpi.procs import process_tree, send
@@ -31,14 +31,7 @@ def start(tmp_path: Path, n: int = 4, extra: str = "") -> tuple[ShellJob, dict[i
     out = tmp_path / "t.h5"
     job = ShellJob(f"mpiexec -n {n} python -m crpsgd_mpi.run {LONG} {extra} --out {out}", cwd=tmp_path)
     ranks = job.ranks(n)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if read_trace(out).rounds["round"].size > 0:
-                break
-        except (OSError, KeyError, ValueError):
-            pass  # not created yet, or caught mid-append
-        time.sleep(0.1)
+    wait_for_rounds(out, lambda: True)
     return job, ranks, out
 
 
@@ -232,7 +225,7 @@ def test_a_rank_gone_before_mpi_starts_leaves_no_rank_deaf_to_signals(tmp_path: 
     deadline, waiting = time.monotonic() + 60, set()
     while time.monotonic() < deadline and job.proc.poll() is None and len(waiting) < 2:
         for pid in process_tree(job.proc.pid):
-            if rank_of(pid) in (0, 2) and is_python(pid) and _blocks_sigterm(pid):  # waiting for MPI to start
+            if rank_of(pid) in (0, 2) and is_python(pid) and sigterm_in(pid, "SigBlk"):  # waiting for MPI to start
                 waiting.add(pid)
         time.sleep(0.05)
     if job.proc.poll() is None:
@@ -275,15 +268,6 @@ def test_the_start_guard_ends_a_process_that_waits_for_mpi(tmp_path: Path, case:
         assert code == 1 and ours(job.output()) == [
             "crpsgd_mpi: failed: rank 3: MPI did not start within 0.5 s (another rank ended before joining, or its host "
             "cannot be reached; the limit follows --stall-timeout)"]
-
-
-def _blocks_sigterm(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            blocked = next(int(ln.split()[1], 16) for ln in fh if ln.startswith("SigBlk:"))
-    except (OSError, StopIteration):
-        return False
-    return bool(blocked & (1 << (signal.SIGTERM - 1)))
 
 
 def test_every_one_rank_case_is_listed() -> None:
