@@ -1,7 +1,8 @@
 """SIGINT/SIGTERM/SIGHUP handling. In one process they become an `Interrupted` exception, held back while a trace
-write is in progress. Under MPI they are blocked in every thread before MPI starts its own threads, and the supervisor
-thread takes them with `sigtimedwait`: it acts at once even while the main thread sits in a long C call (Open MPI's
-launcher gives a rank 250 ms between SIGTERM and SIGKILL), and it learns who sent the signal."""
+write is in progress. Under MPI they are blocked in every thread before MPI starts its own threads; while MPI starts,
+the start guard takes them (one ends the rank with 130), then the supervisor thread, with `sigtimedwait`: it acts at
+once even while the main thread sits in a long C call (Open MPI's launcher gives a rank 250 ms between SIGTERM and
+SIGKILL), and it learns who sent the signal."""
 
 from __future__ import annotations
 

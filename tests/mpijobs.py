@@ -146,6 +146,7 @@ def rank_of(pid: int) -> int | None:
 
 
 def is_python(pid: int) -> bool:
+    """Whether process `pid` is a Python running crpsgd_mpi.run (not the launcher, a proxy or a shell)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             return b"crpsgd_mpi.run" in fh.read() and "python" in os.readlink(f"/proc/{pid}/exe")
